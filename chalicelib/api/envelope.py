@@ -1,0 +1,311 @@
+"""The edge of the control plane: routes, the response envelope and the error mapping.
+
+Every route is declared through :class:`ResourceApi.route`, which registers it on a Chalice
+Blueprint *and* in :data:`ROUTES` (from which ``/openapi.json`` is generated). The wrapper
+authenticates the caller, parses the body and query into pydantic models, opens one unit of
+work, calls the handler, and renders the result or the error in the EasyMaker envelope::
+
+    {"header": {"isSuccessful": true, "resultCode": 0, "resultMessage": "SUCCESS"}, "x": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+from chalice import Blueprint, Response
+from chalice.app import Request
+from pydantic.alias_generators import to_snake
+from sqlalchemy.orm import Session
+
+from chalicelib import errors
+from chalicelib.domain.common import Paging, WireModel
+from chalicelib.observability import logger
+from chalicelib.services import auth, idempotency
+from chalicelib.store.db import get_database
+
+API_PREFIX = "/v1.0/appkeys/{appkey}"
+ANY_CONTENT_TYPE = ["*/*"]  # bodies are checked by our parser, so errors stay in the envelope
+
+
+@dataclass
+class RequestContext:
+    appkey: str
+    request_id: str
+    session: Session
+    request: Request
+
+
+@dataclass
+class ListResult:
+    items: list[Any]
+    paging: Paging
+
+
+@dataclass
+class RouteSpec:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    body: type[pydantic.BaseModel] | None = None
+    query: type[pydantic.BaseModel] | None = None
+    response_key: str | None = None
+    response_model: type[pydantic.BaseModel] | None = None
+    is_list: bool = False
+    status: int = 200
+    authenticated: bool = True
+    idempotent_create: bool = False
+    raw: bool = False
+    path_params: list[str] = field(default_factory=list)
+
+
+ROUTES: list[RouteSpec] = []
+
+Handler = Callable[..., Any]
+
+
+class ResourceApi:
+    """One Blueprint per resource; ``route`` declares an enveloped, documented route."""
+
+    def __init__(self, import_name: str, tag: str) -> None:
+        self.blueprint = Blueprint(import_name)
+        self.tag = tag
+
+    def route(
+        self,
+        path: str,
+        method: str,
+        *,
+        summary: str,
+        body: type[pydantic.BaseModel] | None = None,
+        query: type[pydantic.BaseModel] | None = None,
+        response_key: str | None = None,
+        response_model: type[pydantic.BaseModel] | None = None,
+        is_list: bool = False,
+        status: int = 200,
+        authenticated: bool = True,
+        prefixed: bool = True,
+        raw: bool = False,
+    ) -> Callable[[Handler], Handler]:
+        full_path = (API_PREFIX + path) if prefixed else path
+        spec = RouteSpec(
+            method=method,
+            path=full_path,
+            operation_id="",
+            summary=summary,
+            tag=self.tag,
+            body=body,
+            query=query,
+            response_key=response_key,
+            response_model=response_model,
+            is_list=is_list,
+            status=status,
+            authenticated=authenticated,
+            idempotent_create=method == "POST",
+            raw=raw,
+            path_params=[p[1:-1] for p in full_path.split("/") if p.startswith("{")],
+        )
+
+        def decorator(handler: Handler) -> Handler:
+            spec.operation_id = handler.__name__
+            blueprint = self.blueprint
+
+            def view(**path_params: str) -> Response:
+                return dispatch(spec, handler, blueprint.current_request, path_params)
+
+            view.__name__ = handler.__name__
+            content_types = ANY_CONTENT_TYPE if method in ("POST", "PUT", "PATCH") else None
+            options: dict[str, Any] = {"methods": [method]}
+            if content_types:
+                options["content_types"] = content_types
+            blueprint.route(full_path, **options)(view)
+            ROUTES.append(spec)
+            return handler
+
+        return decorator
+
+
+def header(code: int = 0, message: str = "SUCCESS") -> dict[str, Any]:
+    return {"isSuccessful": code == 0, "resultCode": code, "resultMessage": message}
+
+
+def json_response(status: int, payload: dict[str, Any], request_id: str) -> Response:
+    return Response(
+        body=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+        status_code=status,
+        headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+    )
+
+
+def error_response(error: errors.OpenMakerError, request_id: str) -> Response:
+    payload: dict[str, Any] = {"header": header(error.result_code, error.message)}
+    if error.details:
+        payload["header"]["errors"] = error.details
+    payload["header"]["requestId"] = request_id
+    return json_response(error.http_status, payload, request_id)
+
+
+def render(spec: RouteSpec, result: Any) -> dict[str, Any]:
+    if spec.raw:
+        return dict(result)
+    payload: dict[str, Any] = {"header": header()}
+    if spec.response_key is None or result is None:
+        return payload
+    if isinstance(result, ListResult):
+        payload[spec.response_key] = [dump(item) for item in result.items]
+        payload["paging"] = dump(result.paging)
+    else:
+        payload[spec.response_key] = dump(result)
+    return payload
+
+
+def dump(model: Any) -> Any:
+    if isinstance(model, pydantic.BaseModel):
+        return model.model_dump(mode="json", by_alias=True)
+    return model
+
+
+def validation_error(exc: pydantic.ValidationError, where: str) -> errors.OpenMakerError:
+    """Name the field and the rule; never echo the input (it may hold a secret)."""
+    details = []
+    for item in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(part) for part in item["loc"]) or where
+        details.append({"field": loc, "rule": item["type"], "message": item["msg"]})
+    if any(d["rule"] == "json_invalid" for d in details):
+        return errors.MalformedBodyError("request body is not valid JSON", details=details)
+    summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+    return errors.ValidationError(f"invalid {where}: {summary}", details=details)
+
+
+def _raw(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def parse_body(spec: RouteSpec, request: Request) -> pydantic.BaseModel | None:
+    if spec.body is None:
+        return None
+    raw = _raw(request)
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        return spec.body.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc, "request body") from None
+
+
+def parse_query(spec: RouteSpec, request: Request) -> pydantic.BaseModel | None:
+    if spec.query is None:
+        return None
+    params = request.query_params
+    data: dict[str, Any] = {}
+    if params:
+        for name, info in spec.query.model_fields.items():
+            key = info.alias or name
+            values = params.getlist(key) if key in params else []
+            if not values:
+                continue
+            is_list = "list" in str(info.annotation).lower()
+            data[key] = _split_list(values) if is_list else values[-1]
+    try:
+        return spec.query.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc, "query") from None
+
+
+def _split_list(values: list[str]) -> list[str]:
+    """Accept both ``a=1&a=2`` and ``a=1,2``."""
+    return [part for value in values for part in value.split(",") if part]
+
+
+def dispatch(
+    spec: RouteSpec, handler: Handler, request: Request, path_params: dict[str, str]
+) -> Response:
+    request_id = request.context.get("requestId") or uuid.uuid4().hex
+    started = time.perf_counter()
+    appkey = path_params.pop("appkey", "")
+    logger.append_keys(request_id=request_id, appkey=appkey or None)
+    try:
+        response = _dispatch(spec, handler, request, appkey, path_params, request_id)
+    except errors.OpenMakerError as exc:
+        response = error_response(exc, request_id)
+    except Exception:  # noqa: BLE001 - the edge turns any fault into a logged 500
+        logger.exception("unhandled error", extra={"route": spec.path, "method": spec.method})
+        response = error_response(
+            errors.InternalError(f"internal error; request id {request_id}"), request_id
+        )
+    logger.debug(
+        "request",
+        extra={
+            "method": spec.method,
+            "route": spec.path,
+            "status": response.status_code,
+            "ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return response
+
+
+def _dispatch(
+    spec: RouteSpec,
+    handler: Handler,
+    request: Request,
+    appkey: str,
+    path_params: dict[str, str],
+    request_id: str,
+) -> Response:
+    database = get_database()
+    if spec.authenticated:
+        auth.authenticate(database, appkey, request.headers)
+    body = parse_body(spec, request)
+    query = parse_query(spec, request)
+    key = request.headers.get("x-idempotency-key") if spec.idempotent_create else None
+    if key is not None:
+        return idempotency.run_once(
+            database,
+            appkey,
+            key,
+            idempotency.fingerprint(spec.method, spec.path, path_params, _raw(request)),
+            lambda session: _call(
+                spec, handler, request, appkey, path_params, request_id, session, body, query
+            ),
+        )
+    with database.session() as session:
+        status, payload = _call(
+            spec, handler, request, appkey, path_params, request_id, session, body, query
+        )
+    return json_response(status, payload, request_id)
+
+
+def _call(
+    spec: RouteSpec,
+    handler: Handler,
+    request: Request,
+    appkey: str,
+    path_params: dict[str, str],
+    request_id: str,
+    session: Session,
+    body: pydantic.BaseModel | None,
+    query: pydantic.BaseModel | None,
+) -> tuple[int, dict[str, Any]]:
+    ctx = RequestContext(appkey=appkey, request_id=request_id, session=session, request=request)
+    kwargs: dict[str, Any] = {to_snake(name): value for name, value in path_params.items()}
+    if body is not None:
+        kwargs["body"] = body
+    if query is not None:
+        kwargs["query"] = query
+    result = handler(ctx, **kwargs)
+    if isinstance(result, Response):
+        raise TypeError("handlers return models, not Chalice responses")
+    return spec.status, render(spec, result)
+
+
+class EmptyBody(WireModel):
+    """A request without a body."""

@@ -1,0 +1,132 @@
+"""The training specification shared by trainings, training templates and tunings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
+
+from chalicelib.domain.common import (
+    MAX_DATASETS,
+    MAX_HYPERPARAMETERS,
+    Description,
+    ListQuery,
+    Parameter,
+    ResourceName,
+    StorageSizeGb,
+    StorageUri,
+    Tag,
+    UniqueTagList,
+    WireDatetime,
+    WireModel,
+)
+
+MAX_TIMEOUT_MINUTES = 43200  # 720 hours, the SDK's default
+MAX_INSTANCE_COUNT = 10
+MAX_NPROC_PER_NODE = 64
+
+
+def _relative_path(value: str) -> str:
+    if value.startswith("/") or ".." in value.split("/"):
+        raise ValueError("must be a path relative to sourceDirUri without '..'")
+    return value
+
+
+EntryPoint = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, pattern=r"^[\w./-]+$"),
+    AfterValidator(_relative_path),
+    Field(description="file name relative to sourceDirUri (no leading '/', no '..')"),
+]
+
+
+class Dataset(WireModel):
+    dataset_name: Annotated[
+        str, StringConstraints(min_length=1, max_length=36, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    ]
+    data_uri: StorageUri
+
+
+def _unique_names(items: list[Parameter]) -> list[Parameter]:
+    names = [item.parameter_name for item in items]
+    if len(names) != len(set(names)):
+        raise ValueError("hyperparameter names must be unique")
+    return items
+
+
+def _unique_datasets(items: list[Dataset]) -> list[Dataset]:
+    names = [item.dataset_name.upper().replace("-", "_") for item in items]
+    if len(names) != len(set(names)):
+        raise ValueError("dataset names must be unique (case-insensitive, '-' same as '_')")
+    return items
+
+
+HyperparameterList = Annotated[
+    list[Parameter],
+    Field(max_length=MAX_HYPERPARAMETERS, description="at most 100 hyperparameters"),
+    AfterValidator(_unique_names),
+]
+DatasetList = Annotated[
+    list[Dataset],
+    Field(max_length=MAX_DATASETS, description="at most 10 datasets"),
+    AfterValidator(_unique_datasets),
+]
+
+
+class TrainingSpec(WireModel):
+    """What a training runs: code or built-in algorithm, image, flavor, data and outputs."""
+
+    image_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    flavor_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    instance_count: Annotated[int, Field(ge=1, le=MAX_INSTANCE_COUNT)] = 1
+    nproc_per_node: Annotated[int, Field(ge=1, le=MAX_NPROC_PER_NODE)] = 1
+    use_torchrun: bool = False
+    data_storage_size: StorageSizeGb | None = None
+    algorithm_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    source_dir_uri: StorageUri | None = None
+    entry_point: EntryPoint | None = None
+    hyperparameter_list: HyperparameterList = []
+    dataset_list: DatasetList = []
+    check_point_input_uri: StorageUri | None = None
+    check_point_upload_uri: StorageUri | None = None
+    model_upload_uri: StorageUri
+    timeout_minutes: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MINUTES)] = MAX_TIMEOUT_MINUTES
+    use_log: bool = False
+
+    @model_validator(mode="after")
+    def _algorithm_or_own_code(self) -> TrainingSpec:
+        own_code = self.source_dir_uri is not None or self.entry_point is not None
+        if self.algorithm_id and own_code:
+            raise ValueError("give either algorithmId or sourceDirUri with entryPoint, not both")
+        if not self.algorithm_id and not (self.source_dir_uri and self.entry_point):
+            raise ValueError(
+                "own algorithms need both sourceDirUri and entryPoint (or give algorithmId)"
+            )
+        if self.nproc_per_node > 1 and not self.use_torchrun:
+            raise ValueError("nprocPerNode above 1 needs useTorchrun")
+        return self
+
+
+class TrainingTemplateCreate(TrainingSpec):
+    training_template_name: ResourceName
+    description: Description | None = None
+    tag_list: UniqueTagList = []
+
+
+class TrainingTemplateCopy(WireModel):
+    training_template_name: ResourceName | None = None
+
+
+class TrainingTemplateQuery(ListQuery):
+    training_template_id_list: list[str] = []
+    training_template_name_list: list[str] = []
+
+
+class TrainingTemplate(TrainingSpec):
+    training_template_id: str
+    training_template_name: str
+    description: str | None
+    tag_list: list[Tag]
+    app_key: str
+    created_datetime: WireDatetime
+    updated_datetime: WireDatetime

@@ -1,0 +1,131 @@
+"""Experiments: create (or find by name), list, get, update, delete with dependency checks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from chalicelib.domain import states
+from chalicelib.domain.common import Paging, Tag, utc_now
+from chalicelib.domain.experiment import (
+    Experiment,
+    ExperimentCreate,
+    ExperimentQuery,
+    ExperimentUpdate,
+)
+from chalicelib.errors import DependentResourceError, DuplicateNameError
+from chalicelib.store import models
+from chalicelib.store.repository import get_owned, page, set_status
+
+# Later resources register "how many of mine use this experiment" counters here, so that
+# experiments refuse deletion while trainings, tunings or pipeline runs depend on them.
+DependentCounter = Callable[[Session, str], int]
+DEPENDENTS: dict[str, DependentCounter] = {}
+
+
+def to_view(row: models.Experiment) -> Experiment:
+    return Experiment(
+        experiment_id=row.id,
+        experiment_name=row.name,
+        description=row.description,
+        experiment_status_code=row.status,
+        status_reason=row.status_reason,
+        tag_list=[Tag.model_validate(tag) for tag in row.tags],
+        app_key=row.appkey,
+        created_datetime=row.created_at,
+        updated_datetime=row.updated_at,
+    )
+
+
+class ExperimentService:
+    def __init__(self, session: Session, appkey: str) -> None:
+        self.session = session
+        self.appkey = appkey
+
+    def create(self, spec: ExperimentCreate) -> Experiment:
+        self._ensure_name_free(spec.experiment_name)
+        row = models.Experiment(
+            id=str(uuid.uuid4()),
+            appkey=self.appkey,
+            name=spec.experiment_name,
+            description=spec.description,
+            tags=[tag.model_dump(by_alias=True) for tag in spec.tag_list],
+            parent_pipeline_run_id=spec.parent_pipeline_run_id,
+            status=str(states.EXPERIMENT.initial),
+        )
+        self.session.add(row)
+        self._flush_unique(spec.experiment_name)
+        # Nothing to provision yet: an experiment is usable as soon as it is recorded.
+        set_status(self.session, row, states.EXPERIMENT, "ACTIVE", updated_at=utc_now())
+        self.session.refresh(row)
+        return to_view(row)
+
+    def get(self, experiment_id: str) -> Experiment:
+        return to_view(self._row(experiment_id))
+
+    def list(self, query: ExperimentQuery) -> tuple[list[Experiment], Paging]:
+        stmt = select(models.Experiment).where(models.Experiment.appkey == self.appkey)
+        if query.experiment_id_list:
+            stmt = stmt.where(models.Experiment.id.in_(query.experiment_id_list))
+        if query.experiment_name_list:
+            stmt = stmt.where(models.Experiment.name.in_(query.experiment_name_list))
+        if query.experiment_status_code_list:
+            stmt = stmt.where(models.Experiment.status.in_(query.experiment_status_code_list))
+        stmt = stmt.order_by(models.Experiment.created_at.desc(), models.Experiment.id)
+        rows, total = page(self.session, stmt, query.page, query.limit)
+        paging = Paging(page=query.page, limit=query.limit, total_count=total)
+        return [to_view(row) for row in rows], paging
+
+    def update(self, experiment_id: str, spec: ExperimentUpdate) -> Experiment:
+        row = self._row(experiment_id)
+        if spec.experiment_name is not None and spec.experiment_name != row.name:
+            self._ensure_name_free(spec.experiment_name)
+            row.name = spec.experiment_name
+        if spec.description is not None:
+            row.description = spec.description
+        if spec.tag_list is not None:
+            row.tags = [tag.model_dump(by_alias=True) for tag in spec.tag_list]
+        row.updated_at = utc_now()
+        row.version += 1
+        self._flush_unique(row.name)
+        return to_view(row)
+
+    def delete(self, experiment_id: str) -> None:
+        row = self._row(experiment_id)
+        if row.status in (
+            str(states.ExperimentStatus.CREATE_REQUESTED),
+            str(states.ExperimentStatus.CREATE_IN_PROGRESS),
+        ):
+            raise DependentResourceError(
+                f"experiment {experiment_id} is being created; delete it when it is ACTIVE"
+            )
+        in_use = {label: count(self.session, row.id) for label, count in DEPENDENTS.items()}
+        in_use = {label: n for label, n in in_use.items() if n}
+        if in_use:
+            listed = ", ".join(f"{n} {label}" for label, n in sorted(in_use.items()))
+            raise DependentResourceError(
+                f"experiment {row.name} still has {listed}; delete them first"
+            )
+        self.session.delete(row)
+
+    def _row(self, experiment_id: str) -> models.Experiment:
+        return get_owned(self.session, models.Experiment, self.appkey, experiment_id, "experiment")
+
+    def _ensure_name_free(self, name: str) -> None:
+        taken = self.session.scalar(
+            select(models.Experiment.id).where(
+                models.Experiment.appkey == self.appkey, models.Experiment.name == name
+            )
+        )
+        if taken is not None:
+            raise DuplicateNameError(f"an experiment named {name} already exists ({taken})")
+
+    def _flush_unique(self, name: str) -> None:
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise DuplicateNameError(f"an experiment named {name} already exists") from None

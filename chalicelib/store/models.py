@@ -1,0 +1,87 @@
+"""SQLAlchemy models of the metadata store. Every tenant-owned row carries its ``appkey``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from chalicelib.domain.common import utc_now
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime()}
+
+
+class Project(Base):
+    """An appkey: the tenant every resource belongs to."""
+
+    __tablename__ = "projects"
+
+    appkey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class AccessToken(Base):
+    """A bearer token of one project; only its SHA-256 digest is stored."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class StatusMixin:
+    status: Mapped[str] = mapped_column(String(64))
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class Experiment(StatusMixin, Base):
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("appkey", "name", name="uq_experiments_appkey_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255), default=None)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    parent_pipeline_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class TrainingTemplate(Base):
+    __tablename__ = "training_templates"
+    __table_args__ = (
+        UniqueConstraint("appkey", "name", name="uq_training_templates_appkey_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255), default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a create carrying ``X-Idempotency-Key``, replayed on retries."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (Index("ix_idempotency_records_created_at", "created_at"),)
+
+    appkey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,73 @@
+"""Tenant-scoped reads and compare-and-set status writes shared by every resource."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from chalicelib.domain.states import StateMachine, transition
+from chalicelib.errors import InvalidTransition, NotFoundError, StaleStateError
+from chalicelib.store.models import Base
+
+RowT = TypeVar("RowT", bound=Base)
+
+
+def get_owned(session: Session, model: type[RowT], appkey: str, row_id: str, label: str) -> RowT:
+    """The row with ``row_id`` in tenant ``appkey``; another tenant's row is simply not found."""
+    row = session.scalars(
+        select(model).where(model.id == row_id, model.appkey == appkey)  # type: ignore[attr-defined]
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"{label} {row_id} not found")
+    return row
+
+
+def page(
+    session: Session, query: Select[Any], page_number: int, limit: int
+) -> tuple[Sequence[Any], int]:
+    """One page of ``query`` and the total number of rows it matches."""
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    rows = session.scalars(query.offset((page_number - 1) * limit).limit(limit)).all()
+    return rows, int(total or 0)
+
+
+def set_status(
+    session: Session,
+    row: Any,
+    machine: StateMachine[Any],
+    target: str,
+    *,
+    reason: str | None = None,
+    **values: Any,
+) -> None:
+    """Move ``row`` to ``target`` as a compare-and-set on its current status and version.
+
+    Raises ``InvalidTransition`` when the table forbids it and ``StaleStateError`` when
+    another writer changed the row first (nothing is written then).
+    """
+    target_status = transition(machine, row.status, target)
+    model = type(row)
+    result = session.execute(
+        update(model)
+        .where(
+            model.id == row.id,
+            model.version == row.version,
+            model.status.in_([str(s) for s in machine.allowed_from(target_status)]),
+        )
+        .values(
+            status=str(target_status), status_reason=reason, version=model.version + 1, **values
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.expire(row)
+        current = session.get(model, row.id)
+        if current is None:
+            raise NotFoundError(f"{machine.resource} {row.id} not found")
+        if not machine.can(current.status, target_status):
+            raise InvalidTransition(machine.resource, current.status, str(target_status))
+        raise StaleStateError(f"{machine.resource} {row.id} changed concurrently; retry")
+    session.expire(row)

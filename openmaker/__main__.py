@@ -1,0 +1,5 @@
+import sys
+
+from openmaker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,111 @@
+"""``openmaker up``: the embedded platform in the foreground.
+
+It migrates the database, makes sure a default appkey and token exist (printed and written
+to ``$OPENMAKER_HOME/credentials.json``), serves the Chalice app with gunicorn, and runs the
+same ``tick()`` as the scheduled trigger on a one-second timer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from chalicelib.config import get_settings
+from chalicelib.services import auth
+from chalicelib.services.tick import tick
+from chalicelib.store.db import Database, get_database
+
+TICK_SECONDS = 1.0
+
+
+def _credentials_valid(database: Database, credentials: dict[str, Any]) -> bool:
+    try:
+        auth.authenticate(
+            database, credentials["appkey"], {"x-easymaker-token": credentials["token"]}
+        )
+    except Exception:  # noqa: BLE001 - any failure means "make new credentials"
+        return False
+    return True
+
+
+def ensure_credentials(database: Database, home: Path) -> tuple[dict[str, str], bool]:
+    """The default credentials, created on first start; True when they were just made."""
+    path = home / "credentials.json"
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())
+        except ValueError:
+            existing = {}
+        if _credentials_valid(database, existing):
+            return {"appkey": existing["appkey"], "token": existing["token"]}, False
+    appkey = auth.create_project(database, name="default")
+    token = auth.create_token(database, appkey, description="created by openmaker up")
+    credentials = {"appkey": appkey, "token": token}
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(credentials, handle)
+    return credentials, True
+
+
+def _tick_forever(stop: threading.Event) -> None:
+    while not stop.wait(TICK_SECONDS):
+        tick()
+
+
+def server_command(host: str, port: int, workers: int, threads: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "75",
+        "--graceful-timeout",
+        "10",
+        "--log-level",
+        "warning",
+        "--access-logfile",
+        "-" if os.environ.get("OPENMAKER_ACCESS_LOG") else "/dev/null",
+        "openmaker.server:create_wsgi_app()",
+    ]
+
+
+def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: int = 8) -> int:
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.storage_root.mkdir(parents=True, exist_ok=True)
+    database = get_database()
+    credentials, created = ensure_credentials(database, settings.home)
+    word = "created" if created else "existing"
+    print(f"OpenMaker on http://{host}:{port}  (home {settings.home})", flush=True)
+    print(f"  appkey: {credentials['appkey']}  ({word})", flush=True)
+    print(f"  token:  {credentials['token']}", flush=True)
+    print(f"  saved in {settings.home / 'credentials.json'}", flush=True)
+    server = subprocess.Popen(server_command(host, port, workers, threads))
+    stop = threading.Event()
+    ticker = threading.Thread(target=_tick_forever, args=(stop,), daemon=True, name="tick")
+    ticker.start()
+
+    def _forward(signum: int, _frame: Any) -> None:
+        stop.set()
+        server.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    code = server.wait()
+    stop.set()
+    return 0 if stop.is_set() else code
