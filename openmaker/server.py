@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -83,10 +84,37 @@ def _envelope(status: int, code: int, message: str) -> tuple[int, dict[str, str]
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
+class _PerThreadRequest:
+    """Chalice keeps the request being handled on the app object (``app.current_request``):
+    right for Lambda, one request at a time, but a threaded WSGI server runs several at once,
+    and a view could read another thread's request (headers, token, body). Each thread keeps
+    its own here.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __get__(self, obj: object, objtype: type | None = None) -> Any:
+        return getattr(self._local, "request", None) if obj is not None else self
+
+    def __set__(self, obj: object, value: Any) -> None:
+        self._local.request = value
+
+
+def _requests_per_thread(app: Chalice) -> None:
+    if not isinstance(type(app).__dict__.get("current_request"), _PerThreadRequest):
+        app.__class__ = type(
+            f"PerThread{type(app).__name__}",
+            (type(app),),
+            {"current_request": _PerThreadRequest()},
+        )
+
+
 class ChaliceWSGI:
     """A WSGI application that runs a Chalice app's REST routes."""
 
     def __init__(self, app: Chalice) -> None:
+        _requests_per_thread(app)
         self.app = app
         self.index = RouteIndex(app.routes)
 

@@ -10,7 +10,6 @@ work, calls the handler, and renders the result or the error in the EasyMaker en
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
+import pydantic_core
 from chalice import Blueprint, Response
 from chalice.app import Request
 from pydantic.alias_generators import to_snake
@@ -138,7 +138,7 @@ def header(code: int = 0, message: str = "SUCCESS") -> dict[str, Any]:
 
 def json_response(status: int, payload: dict[str, Any], request_id: str) -> Response:
     return Response(
-        body=json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+        body=to_json_text(payload),
         status_code=status,
         headers={"Content-Type": "application/json", "X-Request-Id": request_id},
     )
@@ -153,23 +153,22 @@ def error_response(error: errors.OpenMakerError, request_id: str) -> Response:
 
 
 def render(spec: RouteSpec, result: Any) -> dict[str, Any]:
+    """The success envelope; models stay models so ``to_json`` serializes them in one pass."""
     if spec.raw:
         return dict(result)
     payload: dict[str, Any] = {"header": header()}
     if spec.response_key is None or result is None:
         return payload
     if isinstance(result, ListResult):
-        payload[spec.response_key] = [dump(item) for item in result.items]
-        payload["paging"] = dump(result.paging)
+        payload[spec.response_key] = result.items
+        payload["paging"] = result.paging
     else:
-        payload[spec.response_key] = dump(result)
+        payload[spec.response_key] = result
     return payload
 
 
-def dump(model: Any) -> Any:
-    if isinstance(model, pydantic.BaseModel):
-        return model.model_dump(mode="json", by_alias=True)
-    return model
+def to_json_text(payload: dict[str, Any]) -> str:
+    return pydantic_core.to_json(payload, by_alias=True).decode()
 
 
 def validation_error(exc: pydantic.ValidationError, where: str) -> errors.OpenMakerError:
@@ -231,7 +230,7 @@ def dispatch(
     request_id = request.context.get("requestId") or uuid.uuid4().hex
     started = time.perf_counter()
     appkey = path_params.pop("appkey", "")
-    logger.append_keys(request_id=request_id, appkey=appkey or None)
+    logger.thread_safe_append_keys(request_id=request_id, appkey=appkey or None)
     try:
         response = _dispatch(spec, handler, request, appkey, path_params, request_id)
     except errors.OpenMakerError as exc:
@@ -250,6 +249,7 @@ def dispatch(
             "ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
+    logger.thread_safe_clear_keys()
     return response
 
 
@@ -264,47 +264,27 @@ def _dispatch(
     database = get_database()
     if spec.authenticated:
         auth.authenticate(database, appkey, request.headers)
-    body = parse_body(spec, request)
-    query = parse_query(spec, request)
-    key = request.headers.get("x-idempotency-key") if spec.idempotent_create else None
-    if key is not None:
-        return idempotency.run_once(
-            database,
-            appkey,
-            key,
-            idempotency.fingerprint(spec.method, spec.path, path_params, _raw(request)),
-            lambda session: _call(
-                spec, handler, request, appkey, path_params, request_id, session, body, query
-            ),
-        )
-    with database.session() as session:
-        status, payload = _call(
-            spec, handler, request, appkey, path_params, request_id, session, body, query
-        )
-    return json_response(status, payload, request_id)
-
-
-def _call(
-    spec: RouteSpec,
-    handler: Handler,
-    request: Request,
-    appkey: str,
-    path_params: dict[str, str],
-    request_id: str,
-    session: Session,
-    body: pydantic.BaseModel | None,
-    query: pydantic.BaseModel | None,
-) -> tuple[int, dict[str, Any]]:
-    ctx = RequestContext(appkey=appkey, request_id=request_id, session=session, request=request)
     kwargs: dict[str, Any] = {to_snake(name): value for name, value in path_params.items()}
+    body = parse_body(spec, request)
     if body is not None:
         kwargs["body"] = body
+    query = parse_query(spec, request)
     if query is not None:
         kwargs["query"] = query
-    result = handler(ctx, **kwargs)
-    if isinstance(result, Response):
-        raise TypeError("handlers return models, not Chalice responses")
-    return spec.status, render(spec, result)
+
+    def work(session: Session) -> tuple[int, dict[str, Any]]:
+        ctx = RequestContext(appkey, request_id, session, request)
+        return spec.status, render(spec, handler(ctx, **kwargs))
+
+    key = request.headers.get("x-idempotency-key") if spec.idempotent_create else None
+    if key is not None:
+        request_fingerprint = idempotency.fingerprint(
+            spec.method, spec.path, path_params, _raw(request)
+        )
+        return idempotency.run_once(database, appkey, key, request_fingerprint, work)
+    with database.session() as session:
+        status, payload = work(session)
+    return json_response(status, payload, request_id)
 
 
 class EmptyBody(WireModel):

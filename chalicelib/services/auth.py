@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from chalicelib.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from chalicelib.store.db import Database
@@ -42,6 +43,32 @@ def token_from_headers(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
+# Token digest -> (appkey, monotonic expiry). Tokens are never reissued for another appkey,
+# so a cached positive answer can only become stale by revocation, within TOKEN_CACHE_SECONDS.
+TOKEN_CACHE_SECONDS = 10.0
+_TOKEN_CACHE_MAX = 4096
+_token_cache: dict[str, tuple[str, float]] = {}
+_TOKEN_OWNER = select(AccessToken.appkey).where(AccessToken.token_hash == bindparam("digest"))
+
+
+def _owner_of(database: Database, digest: str) -> str | None:
+    cached = _token_cache.get(digest)
+    now = time.monotonic()
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    with database.engine.connect() as connection:
+        owner = connection.execute(_TOKEN_OWNER, {"digest": digest}).scalar_one_or_none()
+    if owner is not None:
+        if len(_token_cache) >= _TOKEN_CACHE_MAX:
+            _token_cache.clear()
+        _token_cache[digest] = (owner, now + TOKEN_CACHE_SECONDS)
+    return owner
+
+
+def forget_cached_tokens() -> None:
+    _token_cache.clear()
+
+
 def authenticate(database: Database, appkey: str, headers: Mapping[str, str]) -> str:
     """Return the appkey the request may act on, or raise 401/403."""
     token = token_from_headers(headers)
@@ -50,10 +77,7 @@ def authenticate(database: Database, appkey: str, headers: Mapping[str, str]) ->
             "missing access token: send 'x-nhn-authorization: Bearer <token>' "
             "or 'X-EasyMaker-Token: <token>'"
         )
-    with database.engine.connect() as connection:
-        owner = connection.execute(
-            select(AccessToken.appkey).where(AccessToken.token_hash == hash_token(token))
-        ).scalar_one_or_none()
+    owner = _owner_of(database, hash_token(token))
     if owner is None:
         raise UnauthorizedError("invalid access token")
     if owner != appkey:

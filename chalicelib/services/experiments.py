@@ -19,7 +19,7 @@ from chalicelib.domain.experiment import (
 )
 from chalicelib.errors import DependentResourceError, DuplicateNameError
 from chalicelib.store import models
-from chalicelib.store.repository import get_owned, page, set_status
+from chalicelib.store.repository import get_owned, page
 
 # Later resources register "how many of mine use this experiment" counters here, so that
 # experiments refuse deletion while trainings, tunings or pipeline runs depend on them.
@@ -55,13 +55,12 @@ class ExperimentService:
             description=spec.description,
             tags=[tag.model_dump(by_alias=True) for tag in spec.tag_list],
             parent_pipeline_run_id=spec.parent_pipeline_run_id,
-            status=str(states.EXPERIMENT.initial),
+            # Nothing to provision: CREATE_REQUESTED -> ACTIVE happens inside this transaction,
+            # so the row is written once, in its checked target status.
+            status=str(states.transition(states.EXPERIMENT, states.EXPERIMENT.initial, "ACTIVE")),
         )
         self.session.add(row)
         self._flush_unique(spec.experiment_name)
-        # Nothing to provision yet: an experiment is usable as soon as it is recorded.
-        set_status(self.session, row, states.EXPERIMENT, "ACTIVE", updated_at=utc_now())
-        self.session.refresh(row)
         return to_view(row)
 
     def get(self, experiment_id: str) -> Experiment:

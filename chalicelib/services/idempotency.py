@@ -7,11 +7,11 @@ commit together; a concurrent duplicate loses on the primary key and replays the
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pydantic_core
 from chalice import Response
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
@@ -61,7 +61,7 @@ def run_once(database: Database, appkey: str, key: str, fingerprint_: str, work:
     try:
         with database.session() as session:
             status, payload = work(session)
-            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+            body = pydantic_core.to_json(payload, by_alias=True).decode()
             if status < 300:
                 session.add(
                     IdempotencyRecord(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -12,6 +13,8 @@ from chalicelib.store.db import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_LOCK_ID = 0x0E4A_C0DE  # serializes concurrent starts on PostgreSQL
+# Alembic's ``context`` and ``op`` proxies are module globals: one upgrade per process at a time.
+_IN_PROCESS = threading.Lock()
 
 
 def alembic_config(database: Database) -> Config:
@@ -24,8 +27,12 @@ def alembic_config(database: Database) -> Config:
 def upgrade(database: Database, revision: str = "head") -> None:
     """Bring the schema to ``revision``; safe to call from several processes at once."""
     config = alembic_config(database)
-    with database.engine.begin() as connection:
-        if not database.is_sqlite:
+    with _IN_PROCESS, database.engine.begin() as connection:
+        if database.is_sqlite:
+            # Take the write lock before alembic reads alembic_version; pysqlite would otherwise
+            # run the DDL outside any transaction and two processes would both create tables.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

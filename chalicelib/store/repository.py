@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.domain.states import StateMachine, transition
@@ -15,14 +16,21 @@ from chalicelib.store.models import Base
 RowT = TypeVar("RowT", bound=Base)
 
 
+@cache
+def _owned_query(model: type[Base]) -> Select[Any]:
+    """Built once per model: SQLAlchemy then reuses the compiled statement from its cache."""
+    return select(model).where(
+        model.id == bindparam("row_id"),  # type: ignore[attr-defined]
+        model.appkey == bindparam("appkey"),  # type: ignore[attr-defined]
+    )
+
+
 def get_owned(session: Session, model: type[RowT], appkey: str, row_id: str, label: str) -> RowT:
     """The row with ``row_id`` in tenant ``appkey``; another tenant's row is simply not found."""
-    row = session.scalars(
-        select(model).where(model.id == row_id, model.appkey == appkey)  # type: ignore[attr-defined]
-    ).one_or_none()
+    row = session.scalars(_owned_query(model), {"row_id": row_id, "appkey": appkey}).one_or_none()
     if row is None:
         raise NotFoundError(f"{label} {row_id} not found")
-    return row
+    return row  # type: ignore[no-any-return]
 
 
 def page(
