@@ -18,6 +18,7 @@ from typing import Any
 
 from chalicelib.config import get_settings
 from chalicelib.services import auth
+from chalicelib.services.catalog import get_catalog
 from chalicelib.services.tick import tick
 from chalicelib.store.db import Database, get_database
 
@@ -89,6 +90,7 @@ def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: in
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.storage_root.mkdir(parents=True, exist_ok=True)
     database = get_database()
+    get_catalog()  # a broken flavors/images/algorithms file stops the start, not each request
     credentials, created = ensure_credentials(database, settings.home)
     word = "created" if created else "existing"
     print(f"OpenMaker on http://{host}:{port}  (home {settings.home})", flush=True)
@@ -107,5 +109,6 @@ def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: in
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
     code = server.wait()
+    asked_to_stop = stop.is_set()  # a server that dies on its own (port in use) is a failure
     stop.set()
-    return 0 if stop.is_set() else code
+    return 0 if asked_to_stop else code

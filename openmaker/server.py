@@ -79,9 +79,22 @@ class _LambdaContext:
         return 900_000
 
 
-def _envelope(status: int, code: int, message: str) -> tuple[int, dict[str, str], bytes]:
+def _envelope(
+    status: int, code: int, message: str, extra_headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     body = {"header": {"isSuccessful": False, "resultCode": code, "resultMessage": message}}
-    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **(extra_headers or {})}
+    return status, headers, json.dumps(body).encode()
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    """The request body, whether sized by Content-Length or sent chunked (no length)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length > 0:
+        return bytes(environ["wsgi.input"].read(length))
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return bytes(environ["wsgi.input"].read())
+    return b""
 
 
 class _PerThreadRequest:
@@ -137,7 +150,8 @@ class ChaliceWSGI:
                 method = "GET"
             else:
                 allowed = ", ".join(sorted(self.app.routes[template]))
-                return _envelope(405, 40500, f"{method} is not allowed here; use {allowed}")
+                message = f"{method} is not allowed here; use {allowed}"
+                return _envelope(405, 40500, message, {"Allow": allowed})
         event = self._event(environ, method, path, template, params)
         response = self.app(event, _LambdaContext())
         return self._decode(response)
@@ -157,8 +171,7 @@ class ChaliceWSGI:
         }
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        raw = _read_body(environ)
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         is_text = raw == b"" or headers.get("content-type", "application/json").startswith(
             _TEXT_TYPES

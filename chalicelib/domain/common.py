@@ -95,7 +95,9 @@ StorageUri = Annotated[
     StringConstraints(min_length=1, max_length=1024),
     AfterValidator(_check_storage_uri),
     Field(
-        description="file:///path, nas://{id}:/{path}, s3://bucket/path or obs://host/container/path"
+        description="file:///path, nas://{id}:/{path}, s3://bucket/path or obs://host/container/path",
+        # documented for clients; enforced, with a clearer message, by _check_storage_uri
+        json_schema_extra={"pattern": r"^(file:///|nas://[A-Za-z0-9_-]+:/|s3://|obs://)\S+$"},
     ),
 ]
 

@@ -114,3 +114,102 @@ def other_api(wsgi: ChaliceWSGI, db: Database) -> ApiClient:
     """A second tenant on the same database."""
     appkey, token = new_tenant(db, "bob")
     return ApiClient(wsgi, appkey, token)
+
+
+# --- helpers shared by the bad-input, tenancy, idempotency and catalog suites -------------
+
+TableSnapshot = dict[str, list[tuple[str, ...]]]
+
+
+def snapshot_tables(database: Database) -> TableSnapshot:
+    """Every table of the metadata store, its rows as sorted tuples (values by ``repr``)."""
+    from sqlalchemy import select
+
+    from chalicelib.store.models import Base
+
+    with database.engine.connect() as connection:
+        return {
+            table.name: sorted(
+                tuple(repr(value) for value in row) for row in connection.execute(select(table))
+            )
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def assert_error(
+    reply: Reply,
+    status: int,
+    result_code: int,
+    *,
+    field: str | None = None,
+    rule: str | None = None,
+) -> None:
+    """``reply`` is an error envelope with this status and code, naming ``field``/``rule``."""
+    assert reply.status == status, reply.body
+    header = reply.header
+    assert header["isSuccessful"] is False, reply.body
+    assert header["resultCode"] == result_code, reply.body
+    assert isinstance(header["resultMessage"], str) and header["resultMessage"], reply.body
+    if field is not None:
+        named = [(e["field"], e["rule"]) for e in header.get("errors", [])]
+        assert any(f == field and (rule is None or r == rule) for f, r in named), named
+
+
+@dataclass(frozen=True)
+class TrainingCatalog:
+    """Catalog ids a training-shaped body needs, looked up through the API like the SDK does."""
+
+    cpu_image_id: str
+    gpu_image_id: str
+    notebook_image_id: str
+    cpu_flavor_id: str
+    gpu_flavor_id: str
+    algorithm_id: str
+    algorithm_image_id: str
+
+    def own_code_body(self, name: str, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "trainingTemplateName": name,
+            "imageId": self.cpu_image_id,
+            "flavorId": self.cpu_flavor_id,
+            "sourceDirUri": "file:///srv/code/mnist",
+            "entryPoint": "train.py",
+            "modelUploadUri": "file:///srv/models/mnist",
+        }
+        body.update(overrides)
+        return body
+
+    def algorithm_body(self, name: str, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "trainingTemplateName": name,
+            "algorithmId": self.algorithm_id,
+            "imageId": self.algorithm_image_id,
+            "flavorId": self.cpu_flavor_id,
+            "hyperparameterList": [{"parameterName": "n_estimators", "parameterValue": "50"}],
+            "datasetList": [{"datasetName": "train", "dataUri": "file:///srv/data/train.csv"}],
+            "modelUploadUri": "file:///srv/models/forest",
+        }
+        body.update(overrides)
+        return body
+
+
+def pick_training_catalog(client: ApiClient) -> TrainingCatalog:
+    training = client.get("/images", query={"groupTypeCodeList": "TRAINING"}).body["imageList"]
+    notebook = client.get("/images", query={"groupTypeCodeList": "NOTEBOOK"}).body["imageList"]
+    flavors = client.get("/flavors", query={"groupType": "TRAINING"}).body["flavorList"]
+    algorithms = client.get("/algorithms").body["algorithmList"]
+    algorithm = next(a for a in algorithms if a["algorithmName"] == "sklearn_classifier")
+    return TrainingCatalog(
+        cpu_image_id=next(i["imageId"] for i in training if i["coreTypeCode"] == "CPU"),
+        gpu_image_id=next(i["imageId"] for i in training if i["coreTypeCode"] == "GPU"),
+        notebook_image_id=next(i["imageId"] for i in notebook if i["coreTypeCode"] == "CPU"),
+        cpu_flavor_id=next(f["id"] for f in flavors if not f["gpuFlavor"]),
+        gpu_flavor_id=next(f["id"] for f in flavors if f["gpuFlavor"]),
+        algorithm_id=algorithm["algorithmId"],
+        algorithm_image_id=algorithm["cpuTrainingImageId"],
+    )
+
+
+@pytest.fixture
+def catalog(api: ApiClient) -> TrainingCatalog:
+    return pick_training_catalog(api)
