@@ -82,8 +82,20 @@ class _LambdaContext:
 def _envelope(
     status: int, code: int, message: str, extra_headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    body = {"header": {"isSuccessful": False, "resultCode": code, "resultMessage": message}}
-    headers = {"Content-Type": "application/json", **(extra_headers or {})}
+    request_id = uuid.uuid4().hex
+    body = {
+        "header": {
+            "isSuccessful": False,
+            "resultCode": code,
+            "resultMessage": message,
+            "requestId": request_id,
+        }
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "X-Request-Id": request_id,
+        **(extra_headers or {}),
+    }
     return status, headers, json.dumps(body).encode()
 
 

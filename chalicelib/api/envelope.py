@@ -240,6 +240,7 @@ def dispatch(
         response = error_response(
             errors.InternalError(f"internal error; request id {request_id}"), request_id
         )
+    response.headers["X-Request-Id"] = request_id
     logger.debug(
         "request",
         extra={

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints
 
 from chalicelib.domain.common import (
     MAX_DATASETS,
@@ -74,7 +74,11 @@ DatasetList = Annotated[
 
 
 class TrainingSpec(WireModel):
-    """What a training runs: code or built-in algorithm, image, flavor, data and outputs."""
+    """What a training runs: code or built-in algorithm, image, flavor, data and outputs.
+
+    Rules between fields (algorithm or own code, torchrun) and against the catalog live in
+    ``chalicelib.services.training_spec.validate_training_spec`` so each error names its field.
+    """
 
     image_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     flavor_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -92,19 +96,6 @@ class TrainingSpec(WireModel):
     model_upload_uri: StorageUri
     timeout_minutes: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MINUTES)] = MAX_TIMEOUT_MINUTES
     use_log: bool = False
-
-    @model_validator(mode="after")
-    def _algorithm_or_own_code(self) -> TrainingSpec:
-        own_code = self.source_dir_uri is not None or self.entry_point is not None
-        if self.algorithm_id and own_code:
-            raise ValueError("give either algorithmId or sourceDirUri with entryPoint, not both")
-        if not self.algorithm_id and not (self.source_dir_uri and self.entry_point):
-            raise ValueError(
-                "own algorithms need both sourceDirUri and entryPoint (or give algorithmId)"
-            )
-        if self.nproc_per_node > 1 and not self.use_torchrun:
-            raise ValueError("nprocPerNode above 1 needs useTorchrun")
-        return self
 
 
 class TrainingTemplateCreate(TrainingSpec):

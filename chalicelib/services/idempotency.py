@@ -7,6 +7,7 @@ commit together; a concurrent duplicate loses on the primary key and replays the
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -29,9 +30,15 @@ Work = Callable[[Session], tuple[int, dict[str, Any]]]
 
 
 def fingerprint(method: str, route: str, params: dict[str, str], body: bytes | None) -> str:
+    """What makes two requests "the same": route, path parameters and the JSON body's meaning
+    (whitespace and key order do not count)."""
     digest = hashlib.sha256()
     digest.update(f"{method} {route} {sorted(params.items())}\n".encode())
-    digest.update(body or b"")
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True).encode()
+    except ValueError:
+        canonical = body or b""
+    digest.update(canonical)
     return digest.hexdigest()
 
 

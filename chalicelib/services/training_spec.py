@@ -34,6 +34,7 @@ def validate_training_spec(
 ) -> None:
     """Raise ``ValidationError`` naming each field whose reference or value the catalog refutes."""
     problems = SpecProblems()
+    _check_fields_together(spec, problems)
     image = flavor = algorithm = None
     try:
         image = catalog.image(spec.image_id)
@@ -69,6 +70,26 @@ def validate_training_spec(
     if algorithm is not None:
         _check_algorithm_inputs(spec, algorithm, problems)
     problems.raise_if_any()
+
+
+def _check_fields_together(spec: TrainingSpec, problems: SpecProblems) -> None:
+    own_code = spec.source_dir_uri is not None or spec.entry_point is not None
+    if spec.algorithm_id and own_code:
+        field = "sourceDirUri" if spec.source_dir_uri is not None else "entryPoint"
+        problems.add(field, "exclusive", "give either algorithmId or sourceDirUri with entryPoint")
+    if not spec.algorithm_id:
+        for field, value in (
+            ("sourceDirUri", spec.source_dir_uri),
+            ("entryPoint", spec.entry_point),
+        ):
+            if not value:
+                problems.add(
+                    field,
+                    "missing",
+                    "own algorithms need sourceDirUri and entryPoint (or give algorithmId)",
+                )
+    if spec.nproc_per_node > 1 and not spec.use_torchrun:
+        problems.add("nprocPerNode", "needs_torchrun", "above 1 needs useTorchrun")
 
 
 def _check_algorithm_inputs(

@@ -264,3 +264,36 @@ def test_after_the_record_expires_the_key_may_be_used_again(api: ApiClient, db: 
     reply = _create(api, {"experimentName": "after"}, "recycled")
     assert reply.status == 201, reply.body
     assert "X-Idempotent-Replay" not in reply.headers
+
+
+def test_the_same_json_written_differently_counts_as_the_same_request(
+    api: ApiClient, db: Database
+) -> None:
+    first = api.request(
+        "POST",
+        "/experiments",
+        raw=b'{"experimentName": "same", "description": "d"}',
+        headers={KEY: "reformatted"},
+    )
+    again = api.request(
+        "POST",
+        "/experiments",
+        raw=b'{ "description":"d",\n "experimentName":"same" }',
+        headers={KEY: "reformatted"},
+    )
+    assert first.status == 201, first.body
+    assert again.headers.get("X-Idempotent-Replay") == "true"
+    assert again.body == first.body
+    assert _count(db, models.Experiment) == 1
+
+
+def test_every_response_carries_a_request_id(api: ApiClient) -> None:
+    replies = [
+        api.post("/experiments", {"experimentName": "rid"}, headers={KEY: "rid"}),
+        api.post("/experiments", {"experimentName": "rid"}, headers={KEY: "rid"}),
+        api.get("/experiments/unknown"),
+        api.get("/no-such-route"),
+        api.request("PATCH", "/experiments"),
+    ]
+    for reply in replies:
+        assert reply.headers.get("X-Request-Id"), (reply.status, reply.headers)

@@ -280,26 +280,26 @@ def _without(body: dict[str, Any], *fields: str) -> dict[str, Any]:
 
 SpecCase = Callable[[TrainingCatalog], dict[str, Any]]
 
-# name: (body, the field the error must name (None: a rule across fields), a message part)
+# name: (body, the field the error must name, a part of the message)
 SPEC_CASES: dict[str, tuple[SpecCase, str | None, str]] = {
     "both algorithmId and sourceDirUri": (
         lambda c: c.algorithm_body("t", sourceDirUri="file:///srv/code", entryPoint="train.py"),
-        None,
+        "sourceDirUri",
         "algorithmId",
     ),
     "neither algorithmId nor sourceDirUri": (
         lambda c: _without(c.own_code_body("t"), "sourceDirUri", "entryPoint"),
-        None,
+        "sourceDirUri",
         "sourceDirUri",
     ),
     "sourceDirUri without entryPoint": (
         lambda c: _without(c.own_code_body("t"), "entryPoint"),
-        None,
+        "entryPoint",
         "entryPoint",
     ),
     "nprocPerNode 2 without useTorchrun": (
         lambda c: c.own_code_body("t", nprocPerNode=2),
-        None,
+        "nprocPerNode",
         "useTorchrun",
     ),
     "more processes than the flavor has cores": (
