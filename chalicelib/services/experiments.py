@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from chalicelib.domain.experiment import (
     ExperimentQuery,
     ExperimentUpdate,
 )
-from chalicelib.errors import DependentResourceError, DuplicateNameError
+from chalicelib.errors import DependentResourceError, DuplicateNameError, StaleStateError
 from chalicelib.store import models
 from chalicelib.store.repository import get_owned, page
 
@@ -81,16 +82,29 @@ class ExperimentService:
 
     def update(self, experiment_id: str, spec: ExperimentUpdate) -> Experiment:
         row = self._row(experiment_id)
+        values: dict[str, Any] = {"updated_at": utc_now()}
         if spec.experiment_name is not None and spec.experiment_name != row.name:
             self._ensure_name_free(spec.experiment_name)
-            row.name = spec.experiment_name
+            values["name"] = spec.experiment_name
         if spec.description is not None:
-            row.description = spec.description
+            values["description"] = spec.description
         if spec.tag_list is not None:
-            row.tags = [tag.model_dump(by_alias=True) for tag in spec.tag_list]
-        row.updated_at = utc_now()
-        row.version += 1
-        self._flush_unique(row.name)
+            values["tags"] = [tag.model_dump(by_alias=True) for tag in spec.tag_list]
+        # Compare-and-set on the version read above: a concurrent update is never overwritten.
+        model = models.Experiment
+        try:
+            result = self.session.execute(
+                update(model)
+                .where(model.id == row.id, model.version == row.version)
+                .values(version=model.version + 1, **values)
+                .execution_options(synchronize_session=False)
+            )
+        except IntegrityError:
+            name = values.get("name", row.name)
+            raise DuplicateNameError(f"an experiment named {name} already exists") from None
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise StaleStateError(f"experiment {experiment_id} changed concurrently; retry")
+        self.session.refresh(row)
         return to_view(row)
 
     def delete(self, experiment_id: str) -> None:

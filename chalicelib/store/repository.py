@@ -29,7 +29,7 @@ def get_owned(session: Session, model: type[RowT], appkey: str, row_id: str, lab
     """The row with ``row_id`` in tenant ``appkey``; another tenant's row is simply not found."""
     row = session.scalars(_owned_query(model), {"row_id": row_id, "appkey": appkey}).one_or_none()
     if row is None:
-        raise NotFoundError(f"{label} {row_id} not found")
+        raise NotFoundError(f"{label} {row_id[:64]} not found")
     return row  # type: ignore[no-any-return]
 
 
@@ -57,11 +57,11 @@ def set_status(
     another writer changed the row first (nothing is written then).
     """
     target_status = transition(machine, row.status, target)
-    model = type(row)
+    model, row_id = type(row), row.id  # row.id of an expired, deleted row would raise
     result = session.execute(
         update(model)
         .where(
-            model.id == row.id,
+            model.id == row_id,
             model.version == row.version,
             model.status.in_([str(s) for s in machine.allowed_from(target_status)]),
         )
@@ -72,10 +72,10 @@ def set_status(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.expire(row)
-        current = session.get(model, row.id)
+        current = session.get(model, row_id)
         if current is None:
-            raise NotFoundError(f"{machine.resource} {row.id} not found")
+            raise NotFoundError(f"{machine.resource} {row_id} not found")
         if not machine.can(current.status, target_status):
             raise InvalidTransition(machine.resource, current.status, str(target_status))
-        raise StaleStateError(f"{machine.resource} {row.id} changed concurrently; retry")
+        raise StaleStateError(f"{machine.resource} {row_id} changed concurrently; retry")
     session.expire(row)
