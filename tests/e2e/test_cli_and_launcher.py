@@ -165,3 +165,41 @@ def test_the_cli_explains_itself(tmp_path: Path, args: list[str]) -> None:
     assert result.returncode == 0, result.stderr
     assert "usage: openmaker" in result.stdout
     assert not (tmp_path / "openmaker.db").exists()
+
+
+def test_the_running_platform_ticks_every_second(platform: RunningPlatform) -> None:
+    """The embedded timer runs the same tick() as the scheduled trigger: an expired
+    idempotency record written into the platform's database disappears within seconds."""
+    import time
+    from datetime import timedelta
+
+    from chalicelib.domain.common import utc_now
+    from chalicelib.store.db import Database
+    from chalicelib.store.models import IdempotencyRecord
+
+    database = Database(f"sqlite:///{platform.home / 'openmaker.db'}")
+    try:
+        with database.session() as session:
+            session.add(
+                IdempotencyRecord(
+                    appkey=platform.appkey,
+                    key="expired-by-the-tick",
+                    fingerprint="0" * 64,
+                    status_code=201,
+                    response_body="{}",
+                    created_at=utc_now() - timedelta(hours=25),
+                )
+            )
+        deadline = time.monotonic() + 15
+        remaining: IdempotencyRecord | None = None
+        while time.monotonic() < deadline:
+            with database.session() as session:
+                remaining = session.get(
+                    IdempotencyRecord, (platform.appkey, "expired-by-the-tick")
+                )
+            if remaining is None:
+                break
+            time.sleep(0.25)
+        assert remaining is None
+    finally:
+        database.dispose()
