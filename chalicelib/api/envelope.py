@@ -283,7 +283,7 @@ def _dispatch(
             spec.method, spec.path, path_params, _raw(request)
         )
         return idempotency.run_once(database, appkey, key, request_fingerprint, work)
-    with database.session() as session:
+    with database.session(read_only=spec.method == "GET") as session:
         status, payload = work(session)
     return json_response(status, payload, request_id)
 

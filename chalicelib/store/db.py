@@ -73,11 +73,14 @@ class Database:
         return self.url.startswith("sqlite")
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A unit of work, committed on success. ``read_only`` skips the commit (the
+        transaction is just closed), which is all a GET needs."""
         session = self._sessions()
         try:
             yield session
-            session.commit()
+            if not read_only:
+                session.commit()
         except BaseException:
             session.rollback()
             raise
