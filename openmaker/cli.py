@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("up", help="run the platform in the foreground")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=10090)
-    run.add_argument("--workers", type=int, default=2)
-    run.add_argument("--threads", type=int, default=8)
+    run.add_argument("--workers", type=int, default=2, help="server processes")
+    run.add_argument("--threads", type=int, default=2, help="app threads per worker")
     run.set_defaults(func=_cmd_up)
 
     admin = commands.add_parser("admin", help="appkeys and tokens").add_subparsers(

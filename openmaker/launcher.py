@@ -1,7 +1,7 @@
 """``openmaker up``: the embedded platform in the foreground.
 
 It migrates the database, makes sure a default appkey and token exist (printed and written
-to ``$OPENMAKER_HOME/credentials.json``), serves the Chalice app with gunicorn, and runs the
+to ``$OPENMAKER_HOME/credentials.json``), serves the Chalice app with granian, and runs the
 same ``tick()`` as the scheduled trigger on a one-second timer.
 """
 
@@ -61,31 +61,36 @@ def _tick_forever(stop: threading.Event) -> None:
 
 
 def server_command(host: str, port: int, workers: int, threads: int) -> list[str]:
-    return [
+    """Granian (HTTP in Rust, the app in Python threads) hosting the WSGI adapter; a worker
+    that dies is replaced, and the state it served lives in the database."""
+    command = [
         sys.executable,
         "-m",
-        "gunicorn",
-        "--bind",
-        f"{host}:{port}",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
         "--workers",
         str(workers),
-        "--worker-class",
-        "gthread",
-        "--threads",
+        "--blocking-threads",
         str(threads),
-        "--keep-alive",
-        "75",
-        "--graceful-timeout",
+        "--respawn-failed-workers",
+        "--workers-kill-timeout",
         "10",
         "--log-level",
         "warning",
-        "--access-logfile",
-        "-" if os.environ.get("OPENMAKER_ACCESS_LOG") else "/dev/null",
-        "openmaker.server:create_wsgi_app()",
+        "--no-ws",
     ]
+    if os.environ.get("OPENMAKER_ACCESS_LOG"):
+        command.append("--access-log")
+    return [*command, "openmaker.server:create_wsgi_app"]
 
 
-def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: int = 8) -> int:
+def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: int = 2) -> int:
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.storage_root.mkdir(parents=True, exist_ok=True)

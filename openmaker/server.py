@@ -249,7 +249,7 @@ _REASONS = {
 
 
 def create_wsgi_app() -> ChaliceWSGI:
-    """The WSGI entry point (``openmaker.server:create_wsgi_app()`` for gunicorn)."""
+    """WSGI factory: ``granian --interface wsgi --factory openmaker.server:create_wsgi_app``."""
     from app import app
 
     return ChaliceWSGI(app)

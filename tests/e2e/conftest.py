@@ -47,7 +47,7 @@ class RunningPlatform:
         return {"x-nhn-authorization": f"Bearer {self.token}"}
 
     def output(self) -> str:
-        """Everything the launcher and gunicorn wrote so far (stdout and stderr)."""
+        """Everything the launcher and its server wrote so far (stdout and stderr)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 

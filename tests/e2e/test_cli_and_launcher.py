@@ -39,7 +39,7 @@ def openmaker(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def group_is_gone(pgid: int) -> bool:
-    """True when no process of the launcher's group (gunicorn master or workers) is left."""
+    """True when no process of the launcher's group (server and its workers) is left."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
