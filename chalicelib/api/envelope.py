@@ -24,7 +24,7 @@ from pydantic.alias_generators import to_snake
 from sqlalchemy.orm import Session
 
 from chalicelib import errors
-from chalicelib.domain.common import Paging, WireModel
+from chalicelib.domain.common import Paging
 from chalicelib.observability import logger
 from chalicelib.services import auth, idempotency
 from chalicelib.store.db import get_database
@@ -286,7 +286,3 @@ def _dispatch(
     with database.session(read_only=spec.method == "GET") as session:
         status, payload = work(session)
     return json_response(status, payload, request_id)
-
-
-class EmptyBody(WireModel):
-    """A request without a body."""
