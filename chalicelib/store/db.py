@@ -57,7 +57,9 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per request (a third of a GET here). A connection
+    # broken by a server restart fails one request, and SQLAlchemy then drops the whole pool.
+    return create_engine(url, pool_size=8, max_overflow=8, pool_recycle=1800)
 
 
 class Database:
