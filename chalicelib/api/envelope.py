@@ -21,13 +21,14 @@ import pydantic_core
 from chalice import Blueprint, Response
 from chalice.app import Request
 from pydantic.alias_generators import to_snake
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from chalicelib import errors
 from chalicelib.domain.common import Paging
 from chalicelib.observability import logger
 from chalicelib.services import auth, idempotency
-from chalicelib.store.db import get_database
+from chalicelib.store.db import Database, get_database
 
 API_PREFIX = "/v1.0/appkeys/{appkey}"
 ANY_CONTENT_TYPE = ["*/*"]  # bodies are checked by our parser, so errors stay in the envelope
@@ -283,6 +284,24 @@ def _dispatch(
             spec.method, spec.path, path_params, _raw(request)
         )
         return idempotency.run_once(database, appkey, key, request_fingerprint, work)
-    with database.session(read_only=spec.method == "GET") as session:
-        status, payload = work(session)
+    if spec.method == "GET":
+        status, payload = _read(database, work)
+    else:
+        with database.session() as session:
+            status, payload = work(session)
     return json_response(status, payload, request_id)
+
+
+def _read(
+    database: Database, work: Callable[[Session], tuple[int, dict[str, Any]]]
+) -> tuple[int, dict[str, Any]]:
+    """Run a read; a pooled connection that the database server dropped (a restart) is
+    replaced and the read tried once more, since reading twice changes nothing."""
+    try:
+        with database.session(read_only=True) as session:
+            return work(session)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with database.session(read_only=True) as session:
+        return work(session)
