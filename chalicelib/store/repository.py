@@ -36,10 +36,19 @@ def get_owned(session: Session, model: type[RowT], appkey: str, row_id: str, lab
 def page(
     session: Session, query: Select[Any], page_number: int, limit: int
 ) -> tuple[Sequence[Any], int]:
-    """One page of ``query`` and the total number of rows it matches."""
+    """One page of ``query`` and the total number of rows it matches.
+
+    The total rides along as a window count in the same statement; only a page past the end
+    (no rows to carry it) needs a separate COUNT.
+    """
+    counted = query.add_columns(func.count().over().label("total_count"))
+    rows = session.execute(counted.offset((page_number - 1) * limit).limit(limit)).all()
+    if rows:
+        return [row[0] for row in rows], int(rows[0][-1])
+    if page_number == 1:
+        return [], 0
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    rows = session.scalars(query.offset((page_number - 1) * limit).limit(limit)).all()
-    return rows, int(total or 0)
+    return [], int(total or 0)
 
 
 def set_status(
