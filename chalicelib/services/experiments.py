@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chalicelib.domain import states
-from chalicelib.domain.common import Paging, Tag, utc_now
+from chalicelib.domain.common import Paging, utc_now
 from chalicelib.domain.experiment import (
     Experiment,
     ExperimentCreate,
@@ -28,17 +28,20 @@ DependentCounter = Callable[[Session, str], int]
 DEPENDENTS: dict[str, DependentCounter] = {}
 
 
-def to_view(row: models.Experiment) -> Experiment:
-    return Experiment(
-        experiment_id=row.id,
-        experiment_name=row.name,
-        description=row.description,
-        experiment_status_code=row.status,
-        status_reason=row.status_reason,
-        tag_list=[Tag.model_validate(tag) for tag in row.tags],
-        app_key=row.appkey,
-        created_datetime=row.created_at,
-        updated_datetime=row.updated_at,
+def to_view(row: Any) -> Experiment:
+    """The wire shape of a stored experiment (an ORM object or a Core row: same names)."""
+    return Experiment.model_validate(
+        {
+            "experiment_id": row.id,
+            "experiment_name": row.name,
+            "description": row.description,
+            "experiment_status_code": row.status,
+            "status_reason": row.status_reason,
+            "tag_list": row.tags,
+            "app_key": row.appkey,
+            "created_datetime": row.created_at,
+            "updated_datetime": row.updated_at,
+        }
     )
 
 
@@ -68,7 +71,8 @@ class ExperimentService:
         return to_view(self._row(experiment_id))
 
     def list(self, query: ExperimentQuery) -> tuple[list[Experiment], Paging]:
-        stmt = select(models.Experiment).where(models.Experiment.appkey == self.appkey)
+        # Core rows, not ORM objects: a page is read-only and 100 of them are the hot path.
+        stmt = select(models.Experiment.__table__).where(models.Experiment.appkey == self.appkey)
         if query.experiment_id_list:
             stmt = stmt.where(models.Experiment.id.in_(query.experiment_id_list))
         if query.experiment_name_list:
@@ -76,7 +80,7 @@ class ExperimentService:
         if query.experiment_status_code_list:
             stmt = stmt.where(models.Experiment.status.in_(query.experiment_status_code_list))
         stmt = stmt.order_by(models.Experiment.created_at.desc(), models.Experiment.id)
-        rows, total = page(self.session, stmt, query.page, query.limit)
+        rows, total = page(self.session, stmt, query.page, query.limit, entities=False)
         paging = Paging(page=query.page, limit=query.limit, total_count=total)
         return [to_view(row) for row in rows], paging
 

@@ -34,17 +34,18 @@ def get_owned(session: Session, model: type[RowT], appkey: str, row_id: str, lab
 
 
 def page(
-    session: Session, query: Select[Any], page_number: int, limit: int
+    session: Session, query: Select[Any], page_number: int, limit: int, *, entities: bool = True
 ) -> tuple[Sequence[Any], int]:
     """One page of ``query`` and the total number of rows it matches.
 
     The total rides along as a window count in the same statement; only a page past the end
-    (no rows to carry it) needs a separate COUNT.
+    (no rows to carry it) needs a separate COUNT. With ``entities`` the first column of each
+    row (an ORM object) is returned, otherwise the rows themselves (columns by name).
     """
     counted = query.add_columns(func.count().over().label("total_count"))
     rows = session.execute(counted.offset((page_number - 1) * limit).limit(limit)).all()
     if rows:
-        return [row[0] for row in rows], int(rows[0][-1])
+        return [row[0] for row in rows] if entities else rows, int(rows[0][-1])
     if page_number == 1:
         return [], 0
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
