@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import multiprocessing
@@ -707,6 +708,7 @@ class BackendReport:
     openmaker: dict[tuple[str, int], CaseResult]
     chalice: dict[tuple[str, int], CaseResult]
     server: str = ""
+    sources: list[str] = field(default_factory=list)
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -806,6 +808,19 @@ def evaluate_goals(report: BackendReport, client_counts: list[int]) -> list[Goal
     return goals
 
 
+def source_fingerprint() -> str:
+    """A short digest of the server's sources (app.py, chalicelib, openmaker, requirements):
+    it ties figures to a version of the code, and shows when the code changed mid-run."""
+    digest = hashlib.sha256()
+    paths = [ROOT / "app.py", ROOT / "requirements.txt"]
+    for package in ("chalicelib", "openmaker"):
+        paths += sorted((ROOT / package).rglob("*.py"))
+    for path in paths:
+        with contextlib.suppress(OSError):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def machine_description() -> str:
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -829,6 +844,7 @@ def write_json(
     document = {
         "when": stamp,
         "machine": machine,
+        "sources": source_fingerprint(),
         "settings": {
             "duration_s": args.duration,
             "max_requests": args.max_requests,
@@ -842,6 +858,7 @@ def write_json(
             {
                 "backend": report.backend,
                 "server": report.server,
+                "sources": report.sources,
                 "openmaker": cases(report.openmaker),
                 "chalice_local": cases(report.chalice),
             }
@@ -872,11 +889,13 @@ def run_backend(
             procs, home, database_url, args.workers, args.threads, parse_env(args.server_env)
         )
         report.server = server.description
+        report.sources.append(source_fingerprint())
         try:
             report.openmaker = measure(server, args, client_counts)
         finally:
             procs.stop(managed)
         if args.chalice:
+            report.sources.append(source_fingerprint())
             managed, server = start_chalice_local(procs, home, database_url)
             try:
                 report.chalice = measure(server, args, client_counts)
@@ -966,9 +985,10 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_interrupt)
     machine = machine_description()
+    sources = source_fingerprint()
     print(
         f"OpenMaker control-plane bench on {machine}; {settings_label(args)}; "
-        f"{args.duration:g} s or {args.max_requests} requests per case",
+        f"{args.duration:g} s or {args.max_requests} requests per case; sources {sources}",
         flush=True,
     )
     procs = Processes()
@@ -986,6 +1006,12 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
 
     goals: list[Goal] = []
+    seen = {sources, source_fingerprint(), *(v for r in reports for v in r.sources)}
+    if len(seen) > 1:
+        print(
+            f"\n! the server's sources changed during the run ({', '.join(sorted(seen))}): "
+            "the figures mix versions of the code; run again"
+        )
     for report in reports:
         print(f"\n### {report.backend} ({report.server})\n")
         print(render_table(report, args.client_counts))
