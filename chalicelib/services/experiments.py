@@ -51,7 +51,7 @@ class ExperimentService:
         self.appkey = appkey
 
     def create(self, spec: ExperimentCreate) -> Experiment:
-        self._ensure_name_free(spec.experiment_name)
+        # No name lookup first: the unique constraint answers at flush (see _flush_unique).
         row = models.Experiment(
             id=str(uuid.uuid4()),
             appkey=self.appkey,

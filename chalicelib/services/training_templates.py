@@ -49,7 +49,6 @@ class TrainingTemplateService:
 
     def create(self, body: TrainingTemplateCreate) -> TrainingTemplate:
         validate_training_spec(body, get_catalog())
-        self._ensure_name_free(body.training_template_name)
         row = models.TrainingTemplate(
             id=str(uuid.uuid4()),
             appkey=self.appkey,

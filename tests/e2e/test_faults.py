@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from tests.e2e.conftest import RunningPlatform, start_platform, stop_platform
+from tests.e2e.conftest import start_platform, stop_platform, wait_until_healthy
 
 
 def _children(pid: int) -> list[int]:
@@ -36,18 +36,6 @@ def _descendants(pid: int) -> list[int]:
     return result
 
 
-def _wait_healthy(running: RunningPlatform, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{running.base_url}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"not healthy again:\n{running.output()}")
-
-
 def test_a_killed_server_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     running = start_platform(tmp_path / "home")
     try:
@@ -62,7 +50,7 @@ def test_a_killed_server_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) 
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
-        _wait_healthy(running)
+        wait_until_healthy(running.process, running.base_url, running.log_path)
         server_again, *workers_again = _descendants(running.process.pid)
         assert server_again == server
         assert workers_again and not set(workers_again) & set(workers)
