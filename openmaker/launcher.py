@@ -16,11 +16,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from chalicelib.config import get_settings
-from chalicelib.services import auth
+from chalicelib.config import get_settings, reset_settings
+from chalicelib.services import auth, runner_auth
 from chalicelib.services.catalog import get_catalog
 from chalicelib.services.tick import tick
 from chalicelib.store.db import Database, get_database
+from openmaker.rayhead import RayHead
 
 TICK_SECONDS = 1.0
 
@@ -90,7 +91,30 @@ def server_command(host: str, port: int, workers: int, threads: int) -> list[str
     return [*command, "openmaker.server:create_wsgi_app"]
 
 
+def _local_url(host: str, port: int) -> str:
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{reachable}:{port}"
+
+
+def start_runners(home: Path) -> RayHead | None:
+    """Start (or find) the local Ray head unless a cluster is configured; export its address
+    for the server workers and the tick. Returns the head to stop on shutdown, if ours."""
+    if get_settings().ray_address:
+        return None
+    cpus = os.environ.get("OPENMAKER_RAY_NUM_CPUS")
+    head = RayHead(home, num_cpus=int(cpus) if cpus else None)
+    reused = head.running() is not None
+    url = head.start()
+    os.environ["OPENMAKER_RAY_ADDRESS"] = url
+    reset_settings()
+    print(f"  ray:    {url}  ({'existing' if reused else 'started'} local head)", flush=True)
+    return head
+
+
 def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: int = 2) -> int:
+    os.environ.setdefault("OPENMAKER_PUBLIC_URL", _local_url(host, port))
+    os.environ.setdefault("OPENMAKER_INTERNAL_API_URL", _local_url(host, port))
+    reset_settings()
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.storage_root.mkdir(parents=True, exist_ok=True)
@@ -102,6 +126,8 @@ def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: in
     print(f"  appkey: {credentials['appkey']}  ({word})", flush=True)
     print(f"  token:  {credentials['token']}", flush=True)
     print(f"  saved in {settings.home / 'credentials.json'}", flush=True)
+    runner_auth.ensure_secret()
+    head = start_runners(settings.home)
     server = subprocess.Popen(server_command(host, port, workers, threads))
     stop = threading.Event()
     ticker = threading.Thread(target=_tick_forever, args=(stop,), daemon=True, name="tick")
@@ -116,4 +142,6 @@ def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: in
     code = server.wait()
     asked_to_stop = stop.is_set()  # a server that dies on its own (port in use) is a failure
     stop.set()
+    if head is not None:
+        head.stop()
     return 0 if asked_to_stop else code

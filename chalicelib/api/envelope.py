@@ -40,6 +40,8 @@ class RequestContext:
     request_id: str
     session: Session
     request: Request
+    # Work to do once the unit of work has committed (dispatching a job to the runners).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -274,8 +276,11 @@ def _dispatch(
     if query is not None:
         kwargs["query"] = query
 
+    callbacks: list[Callable[[], None]] = []
+
     def work(session: Session) -> tuple[int, dict[str, Any]]:
-        ctx = RequestContext(appkey, request_id, session, request)
+        callbacks.clear()  # a retried unit of work registers its callbacks again
+        ctx = RequestContext(appkey, request_id, session, request, callbacks)
         return spec.status, render(spec, handler(ctx, **kwargs))
 
     key = request.headers.get("x-idempotency-key") if spec.idempotent_create else None
@@ -283,13 +288,25 @@ def _dispatch(
         request_fingerprint = idempotency.fingerprint(
             spec.method, spec.path, path_params, _raw(request)
         )
-        return idempotency.run_once(database, appkey, key, request_fingerprint, work)
-    if spec.method == "GET":
+        response = idempotency.run_once(database, appkey, key, request_fingerprint, work)
+    elif spec.method == "GET":
         status, payload = _read(database, work)
+        response = json_response(status, payload, request_id)
     else:
         with database.session() as session:
             status, payload = work(session)
-    return json_response(status, payload, request_id)
+        response = json_response(status, payload, request_id)
+    _run_after_commit(callbacks)
+    return response
+
+
+def _run_after_commit(callbacks: list[Callable[[], None]]) -> None:
+    """Committed state is the truth; a failed follow-up is logged and left to the tick."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - the reconciler retries what failed here
+            logger.exception("after-commit step failed; the tick will retry it")
 
 
 def _read(

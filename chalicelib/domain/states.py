@@ -268,6 +268,37 @@ def transition(machine: StateMachine[S], current: S | str, target: S | str) -> S
     return new
 
 
+def path(machine: StateMachine[S], current: S | str, target: S | str) -> list[S]:
+    """The shortest chain of allowed transitions from ``current`` to ``target`` (excluding
+    ``current``); raise :class:`InvalidTransition` when none exists.
+
+    Runners report where a job *is* (RUNNING, COMPLETE); a report may overtake the
+    dispatcher's own step (CREATE_IN_PROGRESS), so the store walks the allowed steps between.
+    """
+    old, new = machine.parse(current), machine.parse(target)
+    if old is None or new is None:
+        raise InvalidTransition(machine.resource, str(current), str(target))
+    if old == new:
+        return []
+    previous: dict[S, S] = {}
+    frontier = [old]
+    while frontier:
+        following: list[S] = []
+        for status in frontier:
+            for step in sorted(machine.transitions[status]):
+                if step in previous or step == old:
+                    continue
+                previous[step] = status
+                if step == new:
+                    chain = [new]
+                    while chain[-1] != old and previous[chain[-1]] != old:
+                        chain.append(previous[chain[-1]])
+                    return list(reversed(chain))
+                following.append(step)
+        frontier = following
+    raise InvalidTransition(machine.resource, str(current), str(target))
+
+
 def is_terminal(machine: StateMachine[S], status: S | str) -> bool:
     """Whether ``status`` is settled for good; an unknown status is not terminal."""
     parsed = machine.parse(status)
@@ -300,7 +331,8 @@ def _job(resource: str, cls: type[S], fail: str) -> StateMachine[S]:
         requested: (creating, create_failed, stopping),
         creating: (running, create_failed, stopping, failing),
         running: (completing, stopping, failing),
-        completing: (cls["COMPLETE"], failing),
+        # Stopping during the upload is allowed: the job ends STOPPED, its partial upload removed.
+        completing: (cls["COMPLETE"], failing, stopping),
         stopping: (cls["STOPPED"], failing),
         failing: (cls[fail],),
     }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
+from chalicelib.domain.catalog import Algorithm, Flavor, Image
 from chalicelib.domain.common import (
     MAX_DATASETS,
     MAX_HYPERPARAMETERS,
@@ -121,3 +122,77 @@ class TrainingTemplate(TrainingSpec):
     app_key: str
     created_datetime: WireDatetime
     updated_datetime: WireDatetime
+
+
+class TrainingCreate(TrainingSpec):
+    """``POST /trainings`` (the SDK's ``TrainingCreateBody``)."""
+
+    training_name: ResourceName
+    description: Description | None = None
+    experiment_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] | None = None
+    experiment_name: ResourceName | None = None
+    experiment_description: Description | None = None
+    training_type_code: Literal["NORMAL"] = "NORMAL"
+    tag_list: UniqueTagList = []
+    parent_pipeline_run_id: Annotated[str, Field(max_length=36)] | None = None
+    parent_pipeline_run_task_name: Annotated[str, Field(max_length=255)] | None = None
+
+
+class TrainingCopy(WireModel):
+    training_name: ResourceName | None = None
+
+
+class TrainingQuery(ListQuery):
+    training_id_list: list[str] = []
+    training_name_list: list[str] = []
+    training_status_code_list: list[str] = []
+    experiment_id: str | None = None
+    experiment_id_list: list[str] = []
+
+
+class ExperimentRef(WireModel):
+    experiment_id: str
+    experiment_name: str | None = None
+
+
+class StorageRef(WireModel):
+    storage_size: int | None = None
+
+
+class Training(TrainingSpec):
+    """The wire shape of a training (what the SDK's ``Training`` reads)."""
+
+    training_id: str
+    training_name: str
+    description: str | None
+    training_status_code: str
+    status_reason: str | None = None
+    training_type_code: str = "NORMAL"
+    experiment: ExperimentRef
+    experiment_id: str
+    flavor: Flavor
+    image: Image
+    algorithm: Algorithm | None = None
+    boot_storage: StorageRef
+    data_storage_list: list[StorageRef]
+    tensorboard_access_uri: str | None = None
+    tensorboard_access_path: str | None = None
+    log_and_crash_app_key: str | None = None
+    elapsed_time_seconds: int | None = None
+    started_datetime: WireDatetime | None = None
+    ended_datetime: WireDatetime | None = None
+    tag_list: list[Tag]
+    app_key: str
+    created_datetime: WireDatetime
+    updated_datetime: WireDatetime
+
+
+class TrainingLogQuery(WireModel):
+    """``GET /trainings/{id}/logs``: a page of lines, or lines after a cursor (``follow``)."""
+
+    cursor: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    page: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    source: Annotated[str, StringConstraints(max_length=64)] | None = None
+    follow: bool = False
+    wait_seconds: Annotated[float, Field(ge=0, le=30)] = 10.0

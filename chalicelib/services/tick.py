@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chalicelib.observability import logger
-from chalicelib.services import idempotency
+from chalicelib.services import idempotency, trainings
 from chalicelib.store.db import Database, get_database
 
 Reconciler = Callable[[Database], object]
 
 RECONCILERS: dict[str, Reconciler] = {
     "idempotency_records": idempotency.purge_expired,
+    "trainings": trainings.reconcile,
 }
 
 

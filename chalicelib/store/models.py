@@ -85,3 +85,34 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Training(StatusMixin, Base):
+    """A training: its specification, where it is in its lifecycle, and when it ran.
+
+    The Ray submission id of its job is the training id, so a repeated dispatch can never
+    start a second job. ``experiment_id`` restricts deletion of the experiment.
+    """
+
+    __tablename__ = "trainings"
+    __table_args__ = (
+        Index("ix_trainings_appkey_created_at", "appkey", "created_at"),
+        Index("ix_trainings_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="RESTRICT"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="NORMAL")
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    parent_pipeline_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
