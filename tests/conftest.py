@@ -81,3 +81,65 @@ def database(
         _truncate_all(database)
     yield database
     _reset_caches()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of a moto S3 server on loopback, shared by the whole run."""
+    from tests.s3server import start_moto_server
+
+    endpoint, stop = start_moto_server()
+    yield endpoint
+    stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new, empty bucket on the moto server, with the environment pointing s3:// at it."""
+    import boto3
+
+    from chalicelib.objectstore.s3 import reset_clients
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "OPENMAKER_S3_ENDPOINT_URL": s3_endpoint,
+        "OPENMAKER_OBS_INSECURE": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    reset_clients()  # clients cache the credentials they were made with
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    boto3.session.Session().client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    yield bucket
+    monkeypatch.undo()  # restore the environment first, so the next settings read sees it
+    reset_settings()
+    reset_clients()
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One local Ray head (Jobs API) for the whole test session; its dashboard URL.
+
+    Platforms started by the tests use it through ``OPENMAKER_TEST_RAY_ADDRESS`` instead of
+    starting a head each (about 5 s apiece). 4 logical CPUs let a few jobs run side by side.
+    """
+    from openmaker.rayhead import RayHead
+
+    # Job drivers take object-store credentials from the nodes' environment (never from the
+    # job submission): the moto S3 server of the tests accepts these.
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(name, value)
+    head = RayHead(tmp_path_factory.mktemp("ray-head"), num_cpus=4)
+    url = head.start()
+    os.environ["OPENMAKER_TEST_RAY_ADDRESS"] = url
+    yield url
+    os.environ.pop("OPENMAKER_TEST_RAY_ADDRESS", None)
+    head.stop()

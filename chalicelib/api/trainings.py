@@ -11,7 +11,6 @@ from chalicelib.domain.training import (
     Training,
     TrainingCopy,
     TrainingCreate,
-    TrainingLogQuery,
     TrainingQuery,
 )
 from chalicelib.services import runner_auth, trainings
@@ -142,6 +141,3 @@ def runner_report(ctx: RequestContext, training_id: str, body: RunnerReport) -> 
     runner_auth.verify("training", training_id, ctx.request.headers.get(runner_auth.HEADER))
     status = trainings.report(ctx.session, training_id, body.status, body.reason)
     return RunnerStatus(status=status)
-
-
-__all__ = ["TrainingLogQuery", "api"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
@@ -196,3 +197,15 @@ class TrainingLogQuery(WireModel):
     source: Annotated[str, StringConstraints(max_length=64)] | None = None
     follow: bool = False
     wait_seconds: Annotated[float, Field(ge=0, le=30)] = 10.0
+
+
+class LogSearchQuery(ListQuery):
+    """``GET /logs``: the Log & Crash Search manner (only jobs created with ``useLog``)."""
+
+    category: Literal["easymaker.training"] = "easymaker.training"
+    training_id: Annotated[str, StringConstraints(max_length=36)] | None = None
+    log_level: Literal["INFO", "WARNING", "ERROR"] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    text: Annotated[str, StringConstraints(max_length=200)] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100

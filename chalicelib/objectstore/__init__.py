@@ -1,17 +1,117 @@
-"""Object storage chosen by URI scheme: ``file://`` (and the platform's own local storage)
-today; ``nas://``, ``s3://`` and ``obs://`` register here as the job runner needs them."""
+"""Object storage chosen by URI scheme.
+
+``open_uri(uri)`` returns a store and a clean key prefix inside it for:
+
+- ``file:///path``: the local file system, only below ``OPENMAKER_FILE_ROOTS``;
+- ``nas://{id}:/path``: a NAS share mounted at ``OPENMAKER_NAS_ROOTS[id]``;
+- ``s3://bucket/path``: S3 at ``OPENMAKER_S3_ENDPOINT_URL`` (AWS when unset);
+- ``obs://{host[:port]}/{container}/path``: NHN Cloud Object Storage's S3-compatible API.
+
+``check_uri`` is the API's cheap check of the same rules (no network, no writes).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from chalicelib.config import get_settings
-from chalicelib.objectstore.base import ObjectStore, PathEscapeError, open_uri, register_scheme
+from chalicelib.errors import BadRequestError, ValidationError
+from chalicelib.objectstore.base import (
+    ObjectStore,
+    PathEscapeError,
+    clean_key,
+    open_uri,
+    register_scheme,
+)
 from chalicelib.objectstore.local import LocalFileStore
+from chalicelib.objectstore.nas import MountedFileStore, nas_root, open_nas_uri, parse_nas_uri
+from chalicelib.objectstore.s3 import (
+    S3Store,
+    open_obs_uri,
+    open_s3_uri,
+    parse_obs_uri,
+    parse_s3_uri,
+)
 
 
-def _file_store(uri: str) -> tuple[ObjectStore, str]:
-    return LocalFileStore(Path("/")), uri[len("file://") :].lstrip("/")
+def _refuse_path(message: str) -> PathEscapeError:
+    return PathEscapeError(message, details=[{"rule": "allowed_roots", "message": message}])
+
+
+def allowed_file_path(uri: str) -> tuple[Path, Path]:
+    """The configured root holding a ``file://`` URI's path, and the path resolved.
+
+    Symlinks are followed first, so a link inside a root that points outside it is refused.
+
+    Raises:
+        PathEscapeError: (rule ``allowed_roots``) when no root holds the path.
+    """
+    raw = uri[len("file://") :] if uri.startswith("file://") else uri
+    if "\x00" in raw:
+        raise _refuse_path("a file URI must not contain NUL characters")
+    path = Path("/" + raw.lstrip("/")).resolve()
+    roots = [root.expanduser().resolve() for root in get_settings().file_roots]
+    for root in roots:
+        if path == root or root in path.parents:
+            return root, path
+    if not roots:
+        raise _refuse_path("file:// URIs are disabled here: OPENMAKER_FILE_ROOTS is empty")
+    allowed = ", ".join(str(root) for root in roots)
+    raise _refuse_path(
+        f"a file URI must name a path below {allowed}; use one of them or ask the operator "
+        "to add the directory to OPENMAKER_FILE_ROOTS"
+    )
+
+
+def _open_file_uri(uri: str) -> tuple[ObjectStore, str]:
+    root, path = allowed_file_path(uri)
+    return MountedFileStore(root), clean_key(path.relative_to(root).as_posix())
+
+
+def _check_nas(uri: str) -> Any:
+    return nas_root(parse_nas_uri(uri)[0])
+
+
+_CHECKS: dict[str, Callable[[str], Any]] = {
+    "file": allowed_file_path,
+    "nas": _check_nas,
+    "s3": parse_s3_uri,
+    "obs": parse_obs_uri,
+}
+
+
+def check_uri(uri: str, field: str) -> None:
+    """Refuse a storage URI this deployment cannot use, before anything is stored.
+
+    Checks the scheme, that a ``file://`` path lies below ``OPENMAKER_FILE_ROOTS`` (after
+    following symlinks), that a NAS id is configured, and the shape of s3/obs URIs. It never
+    touches the network. The URI is not echoed: it may carry a secret.
+
+    Raises:
+        ValidationError: with ``details=[{field, rule, message}]``; rule is one of
+            ``scheme``, ``allowed_roots``, ``nas_id`` or ``format``.
+    """
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    check = _CHECKS.get(scheme)
+    if check is None:
+        known = ", ".join(f"{s}://" for s in _CHECKS)
+        _invalid(field, "scheme", f"the URI scheme must be one of {known}")
+    else:
+        try:
+            check(uri)
+        except BadRequestError as exc:
+            default = "allowed_roots" if scheme == "file" else "format"
+            rule = str(exc.details[0].get("rule", default)) if exc.details else default
+            _invalid(field, rule, exc.message)
+
+
+def _invalid(field: str, rule: str, message: str) -> NoReturn:
+    raise ValidationError(
+        f"invalid {field}: {message}",
+        details=[{"field": field, "rule": rule, "message": message}],
+    )
 
 
 def platform_store() -> LocalFileStore:
@@ -21,12 +121,18 @@ def platform_store() -> LocalFileStore:
     return LocalFileStore(root)
 
 
-register_scheme("file", _file_store)
+register_scheme("file", _open_file_uri)
+register_scheme("nas", open_nas_uri)
+register_scheme("s3", open_s3_uri)
+register_scheme("obs", open_obs_uri)
 
 __all__ = [
     "LocalFileStore",
+    "MountedFileStore",
     "ObjectStore",
     "PathEscapeError",
+    "S3Store",
+    "check_uri",
     "open_uri",
     "platform_store",
     "register_scheme",

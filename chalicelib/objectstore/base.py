@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Protocol
 
 from chalicelib.errors import BadRequestError
@@ -41,6 +42,29 @@ class ObjectStore(Protocol):
 
     def remove_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; return how many were removed."""
+        ...
+
+    def size(self, key: str) -> int:
+        """The object's length in bytes, without reading it (transfers check limits first).
+
+        Raises:
+            NotFoundError: when no object has this key.
+        """
+        ...
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Stream the object into the local file ``path`` (parents created, file replaced).
+
+        Streams rather than ``read`` so that datasets larger than memory can be fetched; a
+        failed download leaves no partial file at ``path``.
+
+        Raises:
+            NotFoundError: when no object has this key.
+        """
+        ...
+
+    def upload_file(self, path: Path, key: str) -> None:
+        """Stream the local file ``path`` into the object ``key`` (created or replaced)."""
         ...
 
 

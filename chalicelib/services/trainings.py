@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -416,9 +417,21 @@ def dispatch(database: Database, training_id: str) -> None:
 
 
 def runner_env() -> dict[str, str]:
-    """Where a driver finds the control plane and the platform storage (no secrets)."""
+    """Where a driver finds the control plane, the platform storage and the storage settings
+    (no secrets: object-store credentials come from the Ray nodes' own environment)."""
     settings = get_settings()
+    passed = {
+        name: os.environ[name]
+        for name in (
+            "OPENMAKER_FILE_ROOTS",
+            "OPENMAKER_NAS_ROOTS",
+            "OPENMAKER_S3_ENDPOINT_URL",
+            "OPENMAKER_OBS_INSECURE",
+        )
+        if name in os.environ
+    }
     return {
+        **passed,
         "OPENMAKER_INTERNAL_API_URL": settings.internal_api_url,
         "OPENMAKER_RUNNER_SECRET_FILE": str(settings.runner_secret_file),
         "OPENMAKER_STORAGE_ROOT": str(settings.storage_root),

@@ -63,6 +63,9 @@ def platform_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENMAKER_", "EM_"))}
     env["OPENMAKER_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
+    ray_address = os.environ.get("OPENMAKER_TEST_RAY_ADDRESS")
+    if ray_address:
+        env["OPENMAKER_RAY_ADDRESS"] = ray_address
     return env
 
 
@@ -140,6 +143,12 @@ def stop_process(process: subprocess.Popen[bytes]) -> int | None:
 def stop_platform(running: RunningPlatform) -> int | None:
     running.returncode = stop_process(running.process)
     return running.returncode
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_ray(ray_head: str) -> str:
+    """Every platform of the e2e session uses the session's Ray head."""
+    return ray_head
 
 
 @pytest.fixture(scope="session")
