@@ -69,9 +69,10 @@ class NodeWorker:
         self.cancelled.set()
         self.node.kill()
 
-    def finish(self, remove_uploads: bool) -> None:
-        if remove_uploads:
-            self.node.remove_partial_upload()
+    def remove_uploads(self) -> None:
+        self.node.remove_partial_upload()
+
+    def finish(self) -> None:
         self.node.cleanup()
         self.sink.close()
 
@@ -173,9 +174,13 @@ class NodeGroup:
         for worker in self.workers:
             worker.kill.remote()
 
-    def finish(self, remove_uploads: bool) -> None:
+    def remove_uploads(self) -> None:
+        if self.workers:
+            ray.get(self.workers[0].remove_uploads.remote(), timeout=60)
+
+    def finish(self) -> None:
         try:
-            ray.get([w.finish.remote(remove_uploads) for w in self.workers], timeout=30)
+            ray.get([w.finish.remote() for w in self.workers], timeout=30)
         except Exception:  # noqa: BLE001 - the actors go with the placement group below
             time.sleep(0)
         for worker in self.workers:

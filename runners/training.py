@@ -64,6 +64,18 @@ class TrainingDriver:
         self._finish(status, reason)
         return 0
 
+    def _settle(self, status: str, reason: str | None) -> str:
+        """Record the outcome durably, then report it; returns what the control plane holds.
+
+        The result file comes first: the tick applies it if the report never arrives."""
+        outcome = {"status": status, "reason": reason, "at": datetime.now(UTC).isoformat()}
+        self.store.write(self.job["resultKey"], json.dumps(outcome).encode())
+        try:
+            return self.control.report(status, reason)
+        except Exception as exc:  # noqa: BLE001 - the tick settles it from the result file
+            print(f"could not report {status}: {exc}", file=sys.stderr)
+            return status
+
     # -- one node, in this process ---------------------------------------------------------
 
     def _run_here(self) -> tuple[str, str | None]:
@@ -151,23 +163,28 @@ class TrainingDriver:
         if group is not None:
             group.kill()
 
-    def _finish(self, status: str, reason: str | None) -> None:
+    def _remove_uploads(self) -> None:
         if self.node is not None:
-            if status != "COMPLETE":
-                self.node.remove_partial_upload()
-            self.node.cleanup()
+            self.node.remove_partial_upload()
         if self.cluster is not None:
-            self.cluster.finish(remove_uploads=status != "COMPLETE")
+            self.cluster.remove_uploads()
+
+    def _finish(self, status: str, reason: str | None) -> None:
+        if status != "COMPLETE":
+            self._remove_uploads()
         self._say(f"training ends {status}" + (f": {reason}" if reason else ""))
-        outcome = {"status": status, "reason": reason, "at": datetime.now(UTC).isoformat()}
-        # Durable first: the tick applies this if the report below never arrives.
-        self.store.write(self.job["resultKey"], json.dumps(outcome).encode())
+        held = self._settle(status, reason)
+        if status == "COMPLETE" and held == "STOP_IN_PROGRESS":
+            # The user stopped it during the upload: a stopped training publishes no model.
+            self._remove_uploads()
+            self._say("stopped during the upload: the uploaded model was removed")
+            self._settle("STOPPED", "stopped by the user during the upload")
         if self.sink is not None:
             self.sink.close()
-        try:
-            self.control.report(status, reason)
-        except Exception as exc:  # noqa: BLE001 - the tick settles it from the result file
-            print(f"could not report {status}: {exc}", file=sys.stderr)
+        if self.node is not None:
+            self.node.cleanup()
+        if self.cluster is not None:
+            self.cluster.finish()
 
     def _on_stop(self, signum: int, _frame: Any) -> None:
         self.stop_requested.set()

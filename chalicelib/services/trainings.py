@@ -43,6 +43,7 @@ from chalicelib.domain.training import (
     TrainingSpec,
 )
 from chalicelib.errors import (
+    BadRequestError,
     DependentResourceError,
     InvalidTransition,
     NotFoundError,
@@ -135,6 +136,23 @@ def to_view(row: models.Training, experiment_name: str | None) -> Training:
     )
 
 
+def check_uris(spec: TrainingSpec) -> None:
+    """Refuse storage URIs this deployment may not use (scheme, file roots, NAS ids)."""
+    problems: list[dict[str, str]] = []
+    uris = [(field, getattr(spec, attr)) for attr, field in URI_FIELDS.items()]
+    uris += [(f"datasetList.{i}.dataUri", d.data_uri) for i, d in enumerate(spec.dataset_list)]
+    for field, value in uris:
+        if value is None:
+            continue
+        try:
+            check_uri(value, field)
+        except ValidationError as exc:
+            problems.extend(exc.details or [])
+    if problems:
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+        raise ValidationError(f"invalid request body: {summary}", details=problems)
+
+
 class TrainingService:
     def __init__(self, session: Session, appkey: str) -> None:
         self.session = session
@@ -147,22 +165,7 @@ class TrainingService:
         the returned training id after commit."""
         catalog = get_catalog()
         validate_training_spec(body, catalog)
-        problems = []
-        for attr, field in URI_FIELDS.items():
-            value = getattr(body, attr)
-            if value is not None:
-                try:
-                    check_uri(value, field)
-                except ValidationError as exc:
-                    problems.extend(exc.details or [])
-        for index, dataset in enumerate(body.dataset_list):
-            try:
-                check_uri(dataset.data_uri, f"datasetList.{index}.dataUri")
-            except ValidationError as exc:
-                problems.extend(exc.details or [])
-        if problems:
-            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
-            raise ValidationError(f"invalid request body: {summary}", details=problems)
+        check_uris(body)
         experiment = self._experiment_for(body)
         spec = body.model_dump(mode="json", include=set(SPEC_FIELDS))
         spec["flavor"] = catalog.flavor(body.flavor_id).model_dump(mode="json", by_alias=True)
@@ -271,8 +274,10 @@ class TrainingService:
         )
         spec = dict(source.spec)
         catalog = get_catalog()
-        # The copy runs on today's catalog: a flavor or image removed since is refused here.
-        validate_training_spec(TrainingSpec.model_validate(spec), catalog)
+        # The copy runs on today's catalog and storage rules: what was removed since is refused.
+        copied = TrainingSpec.model_validate(spec)
+        validate_training_spec(copied, catalog)
+        check_uris(copied)
         return self._insert(
             name or _copy_name(source.name), source.description, experiment, spec, source.tags
         )
@@ -348,6 +353,9 @@ def report(session: Session, training_id: str, target: str, reason: str | None) 
     A report of the status the training already has is a no-op; a report that would leave a
     terminal status raises ``InvalidTransition`` (409) and changes nothing.
     """
+    if MACHINE.parse(target) is None:
+        known = ", ".join(str(s) for s in MACHINE.statuses)
+        raise BadRequestError(f"status {target[:64]} is not a training status; one of {known}")
     row = session.get(models.Training, training_id)
     if row is None:
         raise NotFoundError(f"training {training_id[:64]} not found")
@@ -539,10 +547,11 @@ def _reconcile_one(database: Database, backend: Any, training_id: str, now: date
             return
         if info.status.is_terminal:
             result = read_result(training_id)
-            if result is not None and result.get("status"):
+            if row.status == S.STOP_IN_PROGRESS:
+                # A stop the user asked for wins over an outcome the driver could not report.
+                _advance(session, row, S.STOPPED, row.status_reason or "stopped by the user")
+            elif result is not None and result.get("status"):
                 _advance(session, row, result["status"], result.get("reason"))
-            elif row.status == S.STOP_IN_PROGRESS:
-                _advance(session, row, S.STOPPED, row.status_reason or "stopped")
             else:
                 code = f", exit code {info.exit_code}" if info.exit_code is not None else ""
                 _advance(

@@ -59,8 +59,13 @@ def free_port() -> int:
 
 
 def platform_env(home: Path) -> dict[str, str]:
-    """The test process's environment, pointed at ``home`` with the embedded SQLite default."""
+    """The test process's environment, pointed at ``home`` with the embedded SQLite default,
+    the session's Ray head and its moto S3 server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENMAKER_", "EM_"))}
+    s3_endpoint = os.environ.get("OPENMAKER_TEST_S3_ENDPOINT")
+    if s3_endpoint:
+        env["OPENMAKER_S3_ENDPOINT_URL"] = s3_endpoint
+        env["OPENMAKER_OBS_INSECURE"] = "1"
     env["OPENMAKER_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
     ray_address = os.environ.get("OPENMAKER_TEST_RAY_ADDRESS")
@@ -108,11 +113,13 @@ def wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log_path
     )
 
 
-def start_platform(home: Path, log_path: Path | None = None) -> RunningPlatform:
-    """Start the platform on a free port and wait for ``/health``; fail with its output."""
+def start_platform(
+    home: Path, log_path: Path | None = None, port: int | None = None
+) -> RunningPlatform:
+    """Start the platform on ``port`` (a free one by default) and wait for ``/health``."""
     home.mkdir(parents=True, exist_ok=True)
     log_path = log_path or home.parent / f"{home.name}-up.log"
-    port = free_port()
+    port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     process = spawn_platform(home, port, log_path)
     wait_until_healthy(process, base_url, log_path)
@@ -146,9 +153,11 @@ def stop_platform(running: RunningPlatform) -> int | None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _shared_ray(ray_head: str) -> str:
-    """Every platform of the e2e session uses the session's Ray head."""
-    return ray_head
+def _shared_ray(ray_head: str, s3_endpoint: str) -> Iterator[str]:
+    """Every platform of the e2e session uses the session's Ray head and S3 server."""
+    os.environ["OPENMAKER_TEST_S3_ENDPOINT"] = s3_endpoint
+    yield ray_head
+    os.environ.pop("OPENMAKER_TEST_S3_ENDPOINT", None)
 
 
 @pytest.fixture(scope="session")
