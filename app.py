@@ -6,13 +6,21 @@ from typing import Any
 
 from chalice import Chalice
 
-from chalicelib.api import catalog, experiments, logs, meta, training_templates, trainings
+from chalicelib.api import (
+    catalog,
+    experiments,
+    logs,
+    meta,
+    tensorboard,
+    training_templates,
+    trainings,
+)
 from chalicelib.services.tick import tick
 
 app = Chalice(app_name="openmaker")
 app.api.binary_types = []
 
-for module in (meta, experiments, training_templates, trainings, logs, catalog):
+for module in (meta, experiments, training_templates, trainings, logs, catalog, tensorboard):
     app.register_blueprint(module.api.blueprint)
 
 

@@ -21,7 +21,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.objectstore import platform_store
+from chalicelib.objectstore import open_uri, platform_store
+from chalicelib.services.joblogs import read_logs
 from runners.control import ControlPlane
 from runners.logsink import LogSink
 from runners.nodejob import JobFailedError, NodeJob
@@ -181,10 +182,30 @@ class TrainingDriver:
             self._settle("STOPPED", "stopped by the user during the upload")
         if self.sink is not None:
             self.sink.close()
+        if self.job["spec"].get("log_upload_uri"):
+            self._upload_log(self.job["spec"]["log_upload_uri"])
         if self.node is not None:
             self.node.cleanup()
         if self.cluster is not None:
             self.cluster.finish()
+
+    def _upload_log(self, uri: str) -> None:
+        """The whole log as text at ``uri``/training.log (the IBM way's results folder)."""
+        lines: list[str] = []
+        cursor = None
+        while True:
+            records, cursor = read_logs(
+                self.store, self.job["logPrefix"], cursor=cursor, limit=1000
+            )
+            if not records:
+                break
+            lines += [f"{r.time.isoformat()} {r.level} [{r.source}] {r.body}" for r in records]
+        try:
+            store, prefix = open_uri(uri)
+            key = f"{prefix.rstrip('/')}/training.log" if prefix.strip("/") else "training.log"
+            store.write(key, ("\n".join(lines) + "\n").encode())
+        except Exception as exc:  # noqa: BLE001 - the log stays readable through the API
+            print(f"could not copy the log to {uri}: {exc}", file=sys.stderr)
 
     def _on_stop(self, signum: int, _frame: Any) -> None:
         self.stop_requested.set()

@@ -69,6 +69,7 @@ _URI_RULES: dict[str, re.Pattern[str]] = {
     "nas": re.compile(r"^nas://[A-Za-z0-9_-]+:/.*"),
     "s3": re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"),
     "obs": re.compile(r"^obs://[^/\s]+/[^/\s]+(/.*)?$"),
+    "upload": re.compile(r"^upload://[A-Za-z0-9_-]+/[^/\s]+(/.*)?$"),
 }
 
 
@@ -76,13 +77,14 @@ def _check_storage_uri(value: str) -> str:
     scheme = value.split("://", 1)[0] if "://" in value else ""
     rule = _URI_RULES.get(scheme)
     if rule is None:
-        raise ValueError("scheme must be one of file://, nas://, s3://, obs://")
+        raise ValueError("scheme must be one of file://, nas://, s3://, obs://, upload://")
     if not rule.match(value) or any(ch.isspace() for ch in value):
         shapes = {
             "file": "file:///{absolute path}",
             "nas": "nas://{NAS ID}:/{path}",
             "s3": "s3://{bucket}/{path}",
             "obs": "obs://{endpoint}/{container}/{path}",
+            "upload": "upload://{appkey}/{uploadId}/{file}",
         }
         raise ValueError(f"must look like {shapes[scheme]}")
     if "/../" in value + "/" or value.endswith("/.."):
@@ -95,9 +97,14 @@ StorageUri = Annotated[
     StringConstraints(min_length=1, max_length=1024),
     AfterValidator(_check_storage_uri),
     Field(
-        description="file:///path, nas://{id}:/{path}, s3://bucket/path or obs://host/container/path",
+        description=(
+            "file:///path, nas://{id}:/{path}, s3://bucket/path, obs://host/container/path "
+            "or upload://{appkey}/{uploadId}/{file}"
+        ),
         # documented for clients; enforced, with a clearer message, by _check_storage_uri
-        json_schema_extra={"pattern": r"^(file:///|nas://[A-Za-z0-9_-]+:/|s3://|obs://)\S+$"},
+        json_schema_extra={
+            "pattern": r"^(file:///|nas://[A-Za-z0-9_-]+:/|s3://|obs://|upload://)\S+$"
+        },
     ),
 ]
 

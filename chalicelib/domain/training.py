@@ -98,6 +98,8 @@ class TrainingSpec(WireModel):
     model_upload_uri: StorageUri
     timeout_minutes: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_MINUTES)] = MAX_TIMEOUT_MINUTES
     use_log: bool = False
+    # OpenMaker's own: where the job's log is copied as text when it ends (IBM-style results)
+    log_upload_uri: StorageUri | None = None
 
 
 class TrainingTemplateCreate(TrainingSpec):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -74,11 +75,35 @@ def _check_nas(uri: str) -> Any:
     return nas_root(parse_nas_uri(uri)[0])
 
 
+def parse_upload_uri(uri: str) -> tuple[str, str]:
+    """``upload://{appkey}/{uploadId}[/{file}]`` (a file sent to ``POST /uploads``) as the
+    tenant and the key below ``uploads/{appkey}/`` in the platform store."""
+    rest = uri[len("upload://") :]
+    appkey, _, key = rest.partition("/")
+    if not appkey or not key or not _UPLOAD_SEGMENT.match(appkey):
+        raise BadRequestError(
+            "an upload URI is upload://{appkey}/{uploadId}/{file}, as POST /uploads returned it",
+            details=[{"rule": "format"}],
+        )
+    try:
+        return appkey, clean_key(key)
+    except PathEscapeError as exc:
+        raise BadRequestError(exc.message, details=[{"rule": "format"}]) from None
+
+
+def _open_upload_uri(uri: str) -> tuple[ObjectStore, str]:
+    appkey, key = parse_upload_uri(uri)
+    return platform_store(), f"uploads/{appkey}/{key}"
+
+
+_UPLOAD_SEGMENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
 _CHECKS: dict[str, Callable[[str], Any]] = {
     "file": allowed_file_path,
     "nas": _check_nas,
     "s3": parse_s3_uri,
     "obs": parse_obs_uri,
+    "upload": parse_upload_uri,
 }
 
 
@@ -125,6 +150,7 @@ register_scheme("file", _open_file_uri)
 register_scheme("nas", open_nas_uri)
 register_scheme("s3", open_s3_uri)
 register_scheme("obs", open_obs_uri)
+register_scheme("upload", _open_upload_uri)
 
 __all__ = [
     "LocalFileStore",
@@ -134,6 +160,7 @@ __all__ = [
     "S3Store",
     "check_uri",
     "open_uri",
+    "parse_upload_uri",
     "platform_store",
     "register_scheme",
 ]

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from chalicelib.config import get_settings
 from chalicelib.domain import states
 from chalicelib.domain.common import Paging, utc_now
 from chalicelib.domain.experiment import (
@@ -37,6 +38,9 @@ def to_view(row: Any) -> Experiment:
             "description": row.description,
             "experiment_status_code": row.status,
             "status_reason": row.status_reason,
+            "tensorboard_access_uri": (
+                f"{get_settings().public_url}/tensorboard/experiments/{row.id}/"
+            ),
             "tag_list": row.tags,
             "app_key": row.appkey,
             "created_datetime": row.created_at,

@@ -50,7 +50,7 @@ from chalicelib.errors import (
     StaleStateError,
     ValidationError,
 )
-from chalicelib.objectstore import check_uri, platform_store
+from chalicelib.objectstore import check_uri, parse_upload_uri, platform_store
 from chalicelib.observability import logger
 from chalicelib.services import experiments
 from chalicelib.services.catalog import get_catalog
@@ -65,10 +65,12 @@ S = states.TrainingStatus
 SPEC_FIELDS = frozenset(TrainingSpec.model_fields)
 URI_FIELDS = {
     "source_dir_uri": "sourceDirUri",
+    "log_upload_uri": "logUploadUri",
     "model_upload_uri": "modelUploadUri",
     "check_point_input_uri": "checkPointInputUri",
     "check_point_upload_uri": "checkPointUploadUri",
 }
+TRAINING_ID_PLACEHOLDER = "{trainingId}"
 NOT_DISPATCHED_GRACE = timedelta(seconds=3)  # the create request dispatches first
 UNREACHABLE_LIMIT = timedelta(minutes=10)  # then CREATE_FAILED: the cluster is gone
 TIMEOUT_GRACE = timedelta(minutes=2)  # the driver enforces the timeout; this is a backstop
@@ -136,8 +138,9 @@ def to_view(row: models.Training, experiment_name: str | None) -> Training:
     )
 
 
-def check_uris(spec: TrainingSpec) -> None:
-    """Refuse storage URIs this deployment may not use (scheme, file roots, NAS ids)."""
+def check_uris(spec: TrainingSpec, appkey: str) -> None:
+    """Refuse storage URIs this deployment may not use (scheme, file roots, NAS ids) and
+    uploads of another tenant."""
     problems: list[dict[str, str]] = []
     uris = [(field, getattr(spec, attr)) for attr, field in URI_FIELDS.items()]
     uris += [(f"datasetList.{i}.dataUri", d.data_uri) for i, d in enumerate(spec.dataset_list)]
@@ -148,6 +151,13 @@ def check_uris(spec: TrainingSpec) -> None:
             check_uri(value, field)
         except ValidationError as exc:
             problems.extend(exc.details or [])
+            continue
+        if value.startswith("upload://"):
+            owner, key = parse_upload_uri(value)
+            found = next(iter(platform_store().list(f"uploads/{owner}/{key}")), None)
+            if owner != appkey or found is None:
+                message = "no such upload in this appkey (POST /uploads returns the URI)"
+                problems.append({"field": field, "rule": "upload", "message": message})
     if problems:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
         raise ValidationError(f"invalid request body: {summary}", details=problems)
@@ -165,7 +175,7 @@ class TrainingService:
         the returned training id after commit."""
         catalog = get_catalog()
         validate_training_spec(body, catalog)
-        check_uris(body)
+        check_uris(body, self.appkey)
         experiment = self._experiment_for(body)
         spec = body.model_dump(mode="json", include=set(SPEC_FIELDS))
         spec["flavor"] = catalog.flavor(body.flavor_id).model_dump(mode="json", by_alias=True)
@@ -186,8 +196,13 @@ class TrainingService:
         tags: Sequence[Any],
         body: TrainingCreate | None = None,
     ) -> tuple[Training, str]:
+        training_id = str(uuid.uuid4())
+        spec = dict(spec)
+        for attr in ("model_upload_uri", "check_point_upload_uri", "log_upload_uri"):
+            if spec.get(attr):  # results "under a folder named by the training id"
+                spec[attr] = spec[attr].replace(TRAINING_ID_PLACEHOLDER, training_id)
         row = models.Training(
-            id=str(uuid.uuid4()),
+            id=training_id,
             appkey=self.appkey,
             experiment_id=experiment.id,
             name=name,
@@ -277,7 +292,7 @@ class TrainingService:
         # The copy runs on today's catalog and storage rules: what was removed since is refused.
         copied = TrainingSpec.model_validate(spec)
         validate_training_spec(copied, catalog)
-        check_uris(copied)
+        check_uris(copied, self.appkey)
         return self._insert(
             name or _copy_name(source.name), source.description, experiment, spec, source.tags
         )
