@@ -3,6 +3,9 @@
 Each WSGI request becomes an API Gateway proxy event for ``app(event, context)``: the route
 template is matched here (as API Gateway would), the app runs unchanged, and its proxy
 response is written back. Unknown routes and methods get the same error envelope as the app.
+
+Paths under ``/tensorboard/`` never reach Chalice: :mod:`openmaker.tensorboard` authenticates
+them and streams them to a TensorBoard process of this worker.
 """
 
 from __future__ import annotations
@@ -13,13 +16,19 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from chalice import Chalice
 
+from chalicelib.errors import InternalError, OpenMakerError
+from chalicelib.observability import logger
+from openmaker.tensorboard import TensorBoardProxy
+
 StartResponse = Callable[..., Any]
 _TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
+TENSORBOARD_PREFIX = "/tensorboard/"
 
 
 @dataclass
@@ -142,12 +151,33 @@ class ChaliceWSGI:
         _requests_per_thread(app)
         self.app = app
         self.index = RouteIndex(app.routes)
+        self.tensorboard = TensorBoardProxy()
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if (environ.get("PATH_INFO") or "").startswith(TENSORBOARD_PREFIX):
+            return self.serve_tensorboard(environ, start_response)
         status, headers, body = self.handle(environ)
         reason = _REASONS.get(status, "")
         start_response(f"{status} {reason}", list(headers.items()))
         return [body]
+
+    def serve_tensorboard(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """A board's request, streamed; its errors in the API's envelope. The query is never
+        logged (a ticket rides in it)."""
+        try:
+            status, headers, body = self.tensorboard.handle(environ)
+        except Exception as exc:  # noqa: BLE001 - the edge turns any fault into an envelope
+            error = exc if isinstance(exc, OpenMakerError) else InternalError("internal error")
+            if not isinstance(exc, OpenMakerError):
+                logger.exception("tensorboard request failed", extra={"path": _path(environ)})
+            status, envelope_headers, data = _envelope(
+                error.http_status, error.result_code, error.message
+            )
+            headers, body = list(envelope_headers.items()), [data]
+        start_response(f"{status} {_reason(status)}", headers)
+        return body
 
     def handle(self, environ: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         method = environ["REQUEST_METHOD"].upper()
@@ -246,6 +276,18 @@ _REASONS = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+
+
+def _reason(status: int) -> str:
+    try:
+        return _REASONS.get(status) or HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _path(environ: dict[str, Any]) -> str:
+    """The request path for logs, without the query."""
+    return str(environ.get("PATH_INFO") or "/")
 
 
 def create_wsgi_app() -> ChaliceWSGI:

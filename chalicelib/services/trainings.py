@@ -70,6 +70,7 @@ URI_FIELDS = {
     "check_point_input_uri": "checkPointInputUri",
     "check_point_upload_uri": "checkPointUploadUri",
 }
+OUTPUT_FIELDS = frozenset({"modelUploadUri", "checkPointUploadUri", "logUploadUri"})
 TRAINING_ID_PLACEHOLDER = "{trainingId}"
 NOT_DISPATCHED_GRACE = timedelta(seconds=3)  # the create request dispatches first
 UNREACHABLE_LIMIT = timedelta(minutes=10)  # then CREATE_FAILED: the cluster is gone
@@ -154,13 +155,19 @@ def check_uris(spec: TrainingSpec, appkey: str) -> None:
             continue
         if value.startswith("upload://"):
             owner, key = parse_upload_uri(value)
-            found = next(iter(platform_store().list(f"uploads/{owner}/{key}")), None)
-            if owner != appkey or found is None:
+            if owner != appkey:
+                message = "an upload URI must name this appkey's uploads"
+                problems.append({"field": field, "rule": "upload", "message": message})
+            elif field not in OUTPUT_FIELDS and _missing_upload(owner, key):
                 message = "no such upload in this appkey (POST /uploads returns the URI)"
                 problems.append({"field": field, "rule": "upload", "message": message})
     if problems:
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
         raise ValidationError(f"invalid request body: {summary}", details=problems)
+
+
+def _missing_upload(appkey: str, key: str) -> bool:
+    return next(iter(platform_store().list(f"uploads/{appkey}/{key}")), None) is None
 
 
 class TrainingService:
