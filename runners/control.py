@@ -31,10 +31,16 @@ class ControlPlane:
         secret_file = Path(os.environ.get("OPENMAKER_RUNNER_SECRET_FILE", ""))
         self._token = job_token(kind, job_id, secret_file.read_bytes().strip())
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        retry_for: float = RETRY_FOR_SECONDS,
+    ) -> Any:
         url = f"{self.base_url}/internal/v1/{self.kind}s/{self.job_id}/{path}"
         data = json.dumps(body).encode() if body is not None else None
-        deadline = time.monotonic() + RETRY_FOR_SECONDS
+        deadline = time.monotonic() + retry_for
         delay = 0.2
         while True:
             request = urllib.request.Request(url, data=data, method=method)
@@ -68,3 +74,7 @@ class ControlPlane:
                 raise
             return str(self.job()["status"])
         return str(answer[self.kind]["status"])
+
+    def metrics(self, samples: list[dict[str, Any]]) -> None:
+        """Monitoring samples; not retried for long (the next round sends them again)."""
+        self._call("POST", "metrics", {"samples": samples}, retry_for=2.0)

@@ -17,6 +17,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from chalicelib.objectstore import platform_store
 from runners.logsink import LogSink
+from runners.monitor import Sampler, nvidia_smi_source
 from runners.nodejob import JobFailedError, NodeJob, Rendezvous
 
 PLACEMENT_POLL_SECONDS = 0.5
@@ -38,6 +39,10 @@ class NodeWorker:
         self.sink = LogSink(platform_store(), job["logPrefix"])
         self.node = NodeJob(job, node_rank, self.sink)
         self.cancelled = threading.Event()
+        self.sampler = Sampler(f"node{node_rank}", lambda: self.node.process, nvidia_smi_source())
+
+    def sample(self) -> dict[str, Any] | None:
+        return self.sampler.sample()
 
     def stage(self) -> tuple[str, int]:
         """Fetch the inputs on this node; return an address the other nodes can reach."""
@@ -169,6 +174,10 @@ class NodeGroup:
 
     def upload(self) -> None:
         self._gather([self.workers[0].upload.remote()])
+
+    def samples(self) -> list[dict[str, Any]]:
+        found = ray.get([w.sample.remote() for w in self.workers], timeout=30)
+        return [sample for sample in found if sample]
 
     def kill(self) -> None:
         for worker in self.workers:

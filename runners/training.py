@@ -25,6 +25,7 @@ from chalicelib.objectstore import open_uri, platform_store
 from chalicelib.services.joblogs import read_logs
 from runners.control import ControlPlane
 from runners.logsink import LogSink
+from runners.monitor import MetricsReporter, Sampler, nvidia_smi_source
 from runners.nodejob import JobFailedError, NodeJob
 
 POLL_SECONDS = 0.2
@@ -41,6 +42,7 @@ class TrainingDriver:
         self.sink: LogSink | None = None
         self.node: NodeJob | None = None
         self.cluster: Any = None  # runners.distributed.NodeGroup for several nodes
+        self.reporter: MetricsReporter | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -87,7 +89,10 @@ class TrainingDriver:
         self._started()
         node.start(None)
         assert node.process is not None
+        sampler = Sampler("node0", lambda: node.process, nvidia_smi_source())
+        self._monitor(lambda: [s for s in [sampler.sample()] if s])
         code = self._watch(lambda: node.process.poll() if node.process else 0, [node])
+        self._stop_monitor()
         node.process.wait_output()
         if code != 0:
             raise JobFailedError("FAIL_TRAIN", node.exit_reason(code))
@@ -106,7 +111,9 @@ class TrainingDriver:
         group.stage()
         self._started()
         group.start()
+        self._monitor(group.samples)
         failed = self._watch(group.poll, None, group=group)
+        self._stop_monitor()
         if failed != 0:
             raise JobFailedError("FAIL_TRAIN", group.failure_reason())
         self._completing()
@@ -114,6 +121,15 @@ class TrainingDriver:
         return "COMPLETE", None
 
     # -- shared steps ---------------------------------------------------------------------
+
+    def _monitor(self, collect: Any) -> None:
+        self.reporter = MetricsReporter(collect, self.control.metrics)
+        self.reporter.start()
+
+    def _stop_monitor(self) -> None:
+        if self.reporter is not None:
+            self.reporter.stop()
+            self.reporter = None
 
     def _started(self) -> None:
         if self.stop_requested.is_set():
@@ -171,6 +187,7 @@ class TrainingDriver:
             self.cluster.remove_uploads()
 
     def _finish(self, status: str, reason: str | None) -> None:
+        self._stop_monitor()
         if status != "COMPLETE":
             self._remove_uploads()
         self._say(f"training ends {status}" + (f": {reason}" if reason else ""))

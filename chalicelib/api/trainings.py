@@ -7,13 +7,14 @@ from typing import Any, Literal
 from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
 from chalicelib.dispatch import get_backend
 from chalicelib.domain.common import WireModel
+from chalicelib.domain.monitoring import MetricReport, Monitoring, MonitoringQuery
 from chalicelib.domain.training import (
     Training,
     TrainingCopy,
     TrainingCreate,
     TrainingQuery,
 )
-from chalicelib.services import runner_auth, trainings
+from chalicelib.services import monitoring, runner_auth, trainings
 from chalicelib.services.trainings import TrainingService
 from chalicelib.store.db import get_database
 
@@ -141,3 +142,41 @@ def runner_report(ctx: RequestContext, training_id: str, body: RunnerReport) -> 
     runner_auth.verify("training", training_id, ctx.request.headers.get(runner_auth.HEADER))
     status = trainings.report(ctx.session, training_id, body.status, body.reason)
     return RunnerStatus(status=status)
+
+
+@api.route(
+    "/internal/v1/trainings/{trainingId}/metrics",
+    "POST",
+    summary="(runner) monitoring samples of a training's nodes",
+    body=MetricReport,
+    response_key="recorded",
+    authenticated=False,
+    prefixed=False,
+)
+def runner_metrics(ctx: RequestContext, training_id: str, body: MetricReport) -> int:
+    runner_auth.verify("training", training_id, ctx.request.headers.get(runner_auth.HEADER))
+    TrainingService.require_exists(ctx.session, training_id)
+    return monitoring.record(ctx.session, "training", training_id, body.samples)
+
+
+@api.route(
+    ONE + "/monitoring",
+    "GET",
+    summary="CPU, memory and GPU of a training's nodes over time (for charts)",
+    query=MonitoringQuery,
+    response_key="monitoring",
+    response_model=Monitoring,
+)
+def training_monitoring(
+    ctx: RequestContext, training_id: str, query: MonitoringQuery
+) -> Monitoring:
+    view = TrainingService(ctx.session, ctx.appkey).get(training_id)
+    nodes = monitoring.series(
+        ctx.session, training_id, since=query.since, until=query.until, points=query.points
+    )
+    return Monitoring(
+        resource_id=training_id,
+        node_list=nodes,
+        zombie=view.zombie,
+        zombie_since=view.zombie_since,
+    )

@@ -182,6 +182,8 @@ class Training(TrainingSpec):
     tensorboard_access_path: str | None = None
     log_and_crash_app_key: str | None = None
     elapsed_time_seconds: int | None = None
+    zombie: bool = False  # NSML: holds GPUs that stayed at 0 % for an hour
+    zombie_since: WireDatetime | None = None
     started_datetime: WireDatetime | None = None
     ended_datetime: WireDatetime | None = None
     tag_list: list[Tag]

@@ -52,7 +52,7 @@ from chalicelib.errors import (
 )
 from chalicelib.objectstore import check_uri, parse_upload_uri, platform_store
 from chalicelib.observability import logger
-from chalicelib.services import experiments
+from chalicelib.services import experiments, monitoring
 from chalicelib.services.catalog import get_catalog
 from chalicelib.services.training_spec import validate_training_spec
 from chalicelib.store import models
@@ -129,6 +129,8 @@ def to_view(row: models.Training, experiment_name: str | None) -> Training:
             "tensorboard_access_path": f"/tensorboard/{KIND}s/{row.id}/",
             "log_and_crash_app_key": row.appkey if spec.get("use_log") else None,
             "elapsed_time_seconds": elapsed_seconds(row),
+            "zombie": row.zombie_since is not None,
+            "zombie_since": row.zombie_since,
             "started_datetime": row.started_at,
             "ended_datetime": row.ended_at,
             "tag_list": row.tags,
@@ -333,6 +335,7 @@ class TrainingService:
             raise DependentResourceError(f"training {row.name} is used by {listed}")
         use_log = bool(row.spec.get("use_log"))
         self.session.delete(row)
+        monitoring.remove(self.session, training_id)
         store = platform_store()
         store.remove_prefix(f"jobs/{KIND}/{training_id}/")
         if not use_log:  # kept logs are the Log & Crash copy the user asked for
@@ -340,6 +343,11 @@ class TrainingService:
 
     def _row(self, training_id: str) -> models.Training:
         return get_owned(self.session, models.Training, self.appkey, training_id, KIND)
+
+    @staticmethod
+    def require_exists(session: Session, training_id: str) -> None:
+        if session.get(models.Training, training_id) is None:
+            raise NotFoundError(f"training {training_id[:64]} not found")
 
 
 def _copy_name(base: str) -> str:
@@ -457,6 +465,7 @@ def runner_env() -> dict[str, str]:
             "OPENMAKER_NAS_ROOTS",
             "OPENMAKER_S3_ENDPOINT_URL",
             "OPENMAKER_OBS_INSECURE",
+            "OPENMAKER_SAMPLE_SECONDS",
         )
         if name in os.environ
     }

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from chalicelib.domain.common import utc_now
@@ -114,5 +124,25 @@ class Training(StatusMixin, Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    # NSML's zombie rule: set while the job holds GPUs that stayed at 0 % for an hour.
+    zombie_since: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class JobMetric(Base):
+    """One monitoring sample of one node of a job (CPU, memory, GPU), for charts and for the
+    zombie rule (GPUs held at 0 % for an hour)."""
+
+    __tablename__ = "job_metrics"
+    __table_args__ = (Index("ix_job_metrics_resource_time", "resource_id", "sampled_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(32))
+    sampled_at: Mapped[datetime] = mapped_column()
+    cpu_percent: Mapped[float] = mapped_column(default=0.0)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpu_percent: Mapped[float | None] = mapped_column(default=None)
+    gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)

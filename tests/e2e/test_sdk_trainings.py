@@ -91,6 +91,25 @@ def logs(platform: RunningPlatform, training_id: str) -> list[dict[str, Any]]:
         cursor = page["nextCursor"]
 
 
+def monitoring_points(
+    platform: RunningPlatform, training_id: str, timeout: float = 15
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = requests.get(
+            f"{platform.api_url}/trainings/{training_id}/monitoring",
+            headers=platform.auth_headers,
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        nodes = reply.json()["monitoring"]["nodeList"]
+        if nodes and len(nodes[0]["points"]) >= 2:
+            points: list[dict[str, Any]] = nodes[0]["points"]
+            return points
+        time.sleep(0.2)
+    raise AssertionError(f"no monitoring samples for {training_id}")
+
+
 @pytest.fixture
 def experiment_id(sdk: Any) -> str:
     return str(sdk.Experiment().create(experiment_name=unique("exp")).experiment_id)
@@ -232,6 +251,8 @@ def test_stop_while_running_ends_stopped_and_kills_the_code(
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     pid = int(marker.read_text().split()[0])
+    charts = monitoring_points(platform, started.training_id)
+    assert charts and all(p["memoryBytes"] > 0 for p in charts)  # sampled every 0.5 s here
     sdk.Training(started.training_id).stop()
     body = wait_until(platform, started.training_id, ENDED, timeout=60)
     assert body["trainingStatusCode"] == "STOPPED"
