@@ -14,13 +14,23 @@ from chalicelib.api import (
     tensorboard,
     training_templates,
     trainings,
+    uploads,
 )
 from chalicelib.services.tick import tick
 
 app = Chalice(app_name="openmaker")
 app.api.binary_types = []
 
-for module in (meta, experiments, training_templates, trainings, logs, catalog, tensorboard):
+for module in (
+    meta,
+    experiments,
+    training_templates,
+    trainings,
+    logs,
+    uploads,
+    catalog,
+    tensorboard,
+):
     app.register_blueprint(module.api.blueprint)
 
 
