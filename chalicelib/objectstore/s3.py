@@ -16,11 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
-from boto3.exceptions import S3UploadFailedError
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
 from chalicelib.config import get_settings
 from chalicelib.errors import (
     BadRequestError,
@@ -65,6 +60,10 @@ def reset_clients() -> None:
 
 
 def _new_client(endpoint_url: str | None) -> Any:
+    # boto3 is imported when S3 is first used: job drivers that never touch S3 start faster.
+    import boto3
+    from botocore.config import Config
+
     config = Config(
         connect_timeout=10,
         read_timeout=120,
@@ -81,6 +80,9 @@ def _new_client(endpoint_url: str | None) -> Any:
 @contextmanager
 def _s3_errors(what: str, bucket: str) -> Iterator[None]:
     """Turn boto3's errors into OpenMaker errors that say what to fix."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
     try:
         yield
     except ClientError as exc:
