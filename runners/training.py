@@ -191,11 +191,13 @@ class TrainingDriver:
         if status != "COMPLETE":
             self._remove_uploads()
         self._say(f"training ends {status}" + (f": {reason}" if reason else ""))
+        self._flush_log()  # every line is stored before the status says the job ended
         held = self._settle(status, reason)
         if status == "COMPLETE" and held == "STOP_IN_PROGRESS":
             # The user stopped it during the upload: a stopped training publishes no model.
             self._remove_uploads()
             self._say("stopped during the upload: the uploaded model was removed")
+            self._flush_log()
             self._settle("STOPPED", "stopped by the user during the upload")
         if self.sink is not None:
             self.sink.close()
@@ -205,6 +207,10 @@ class TrainingDriver:
             self.node.cleanup()
         if self.cluster is not None:
             self.cluster.finish()
+
+    def _flush_log(self) -> None:
+        if self.sink is not None:
+            self.sink.flush()
 
     def _upload_log(self, uri: str) -> None:
         """The whole log as text at ``uri``/training.log (the IBM way's results folder)."""
