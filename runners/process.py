@@ -60,6 +60,13 @@ class UserProcess:
     def poll(self) -> int | None:
         return self.popen.poll()
 
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, as soon as the process ends within ``timeout`` seconds (or None)."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def wait_output(self, timeout: float = 5.0) -> None:
         """Let the pumps drain what the process wrote before it exited."""
         for pump in self.pumps:

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.objectstore import open_uri, platform_store
-from chalicelib.services.joblogs import read_logs
 from runners.control import ControlPlane
 from runners.logsink import LogSink
 from runners.monitor import MetricsReporter, Sampler, nvidia_smi_source
@@ -91,7 +90,8 @@ class TrainingDriver:
         assert node.process is not None
         sampler = Sampler("node0", lambda: node.process, nvidia_smi_source())
         self._monitor(lambda: [s for s in [sampler.sample()] if s])
-        code = self._watch(lambda: node.process.poll() if node.process else 0, [node])
+        process = node.process
+        code = self._watch(process.poll, [node], pause=process.wait)
         self._stop_monitor()
         node.process.wait_output()
         if code != 0:
@@ -143,8 +143,17 @@ class TrainingDriver:
         if current != "COMPLETE_IN_PROGRESS":
             raise JobFailedError(current, "the training was stopped before its upload")
 
-    def _watch(self, poll: Any, nodes: list[NodeJob] | None, group: Any = None) -> int:
-        """Wait for the code to end; enforce stop, timeout, memory and storage limits."""
+    def _watch(
+        self,
+        poll: Any,
+        nodes: list[NodeJob] | None,
+        group: Any = None,
+        pause: Any = time.sleep,
+    ) -> int:
+        """Wait for the code to end; enforce stop, timeout, memory and storage limits.
+
+        ``pause`` waits between checks; for one local process it is the process's own wait,
+        so its end is seen at once rather than at the next check."""
         timeout = int(self.job["spec"].get("timeout_minutes") or 43200) * 60
         started = time.monotonic()
         next_storage_check = STORAGE_CHECK_SECONDS
@@ -172,7 +181,7 @@ class TrainingDriver:
             if problem:
                 self._kill_all(nodes, group)
                 raise JobFailedError("FAIL_TRAIN", problem)
-            time.sleep(POLL_SECONDS)
+            pause(POLL_SECONDS)
 
     def _kill_all(self, nodes: list[NodeJob] | None, group: Any) -> None:
         for node in nodes or []:
@@ -214,6 +223,8 @@ class TrainingDriver:
 
     def _upload_log(self, uri: str) -> None:
         """The whole log as text at ``uri``/training.log (the IBM way's results folder)."""
+        from chalicelib.services.joblogs import read_logs  # pydantic: only when needed
+
         lines: list[str] = []
         cursor = None
         while True:
