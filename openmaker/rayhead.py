@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -156,6 +157,7 @@ class RayHead:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)  # session logs, sockets
 
     def _recorded_pid(self) -> int | None:
         try:
