@@ -52,6 +52,8 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import IO, Any
 
+from mdtable import markdown
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
@@ -746,17 +748,7 @@ def render_table(report: BackendReport, client_counts: list[int]) -> str:
                     "-" if ratio is None else f"{ratio:.1f}x",
                 )
             )
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        parts = [
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        return "| " + " | ".join(parts) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(head), rule, *(line(r) for r in rows)])
+    return markdown(head, rows)
 
 
 @dataclass

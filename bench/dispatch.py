@@ -49,7 +49,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+from mdtable import markdown
 
 from openmaker.rayhead import RayHead
 
@@ -630,21 +631,7 @@ def render_table(table: dict[str, dict[str, Summary | None]]) -> str:
                 _ratio(om, direct) if attr in ("started", "complete") else "-",
             )
         )
-    return _markdown(head, rows)
-
-
-def _markdown(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        parts = [
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
-            for i, cell in enumerate(cells)
-        ]
-        return "| " + " | ".join(parts) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(head), rule, *(line(r) for r in rows)])
+    return markdown(head, rows)
 
 
 @dataclass
@@ -787,7 +774,7 @@ def render_breakdown(figures: list[PhaseFigure]) -> str:
         total_mean = sum(f.mean_ms for f in figures if f.group == group)
         rows.append(("sum", f"{total_p50:.0f}", f"{total_mean:.0f}", ""))
         head = ("phase", "p50 ms", "mean ms", "runs")
-        blocks.append(f"{group}\n" + _markdown(head, rows))
+        blocks.append(f"{group}\n" + markdown(head, rows))
     return "\n\n".join(blocks)
 
 

@@ -36,6 +36,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from openmaker import job
+
 NAME = "sklearn_classifier"
 PROGRESS_STEPS = 5
 MAX_CATEGORIES = 256  # distinct values a non-numeric column may have to be one-hot encoded
@@ -163,21 +165,12 @@ class Table:
 
 
 def _dataset_path(name: str, *, required: bool) -> Path | None:
-    variable = f"EM_DATASET_{name.upper()}"
-    value = os.environ.get(variable)
-    if not value:
-        try:
-            listed = json.loads(os.environ.get("EM_DATASETS") or "[]")
-        except ValueError:
-            listed = []
-        for entry in listed if isinstance(listed, list) else []:
-            if isinstance(entry, dict) and entry.get("datasetName") == name and entry.get("path"):
-                value = str(entry["path"])
-    if not value:
+    try:
+        path = job.dataset(name)  # EM_DATASET_<NAME>, or its entry in EM_DATASETS
+    except job.JobEnvironmentError as exc:
         if required:
-            raise InputError(f"no {name} dataset: environment variable {variable} is not set")
+            raise InputError(f"no {name} dataset: {exc}") from None
         return None
-    path = Path(value)
     if not path.exists():
         raise InputError(f"{name} dataset {path} does not exist")
     return path
