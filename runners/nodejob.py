@@ -294,16 +294,16 @@ class NodeJob:
                 if -code in {int(s) for s in signal.Signals}
                 else str(-code)
             )
-            what = f"killed by signal {name}"
+            what = f"was killed by signal {name}"
             if -code == signal.SIGKILL:
                 what += " (out of memory, or killed from outside)"
         else:
-            what = f"exit code {code}"
+            what = f"failed with exit code {code}"
         last = " | ".join(tail) if tail else "no output"
         where = (
             f" on node{self.node_rank}" if self.job["spec"].get("instance_count", 1) > 1 else ""
         )
-        return f"the entry point ended with {what}{where}; last lines: {last}"[:4000]
+        return f"the entry point {what}{where}; last lines: {last}"[:4000]
 
     # -- outputs --------------------------------------------------------------------------
 

@@ -129,3 +129,54 @@ def test_a_killed_driver_is_settled_by_the_tick_and_takes_its_code_along(
         psutil.Process(user_pid).status() == psutil.STATUS_ZOMBIE
     )
     assert gone, "the user's process outlived its driver"
+
+
+def test_a_killed_process_on_one_node_fails_the_distributed_training_naming_it(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    src = source_dir(tmp_path, "sleeper.py")
+    marker = tmp_path / "runs.txt"
+    headers = platform.auth_headers
+    create(platform, src, tmp_path / "warm", seconds="0")  # fills the catalog ids
+    body = {
+        "trainingName": unique("two-nodes"),
+        "experimentName": "faults",
+        "imageId": CATALOG_IDS["image"],
+        "flavorId": CATALOG_IDS["flavor"],
+        "instanceCount": 2,
+        "sourceDirUri": f"file://{src}",
+        "entryPoint": "sleeper.py",
+        "hyperparameterList": [
+            {"parameterName": "seconds", "parameterValue": "120"},
+            {"parameterName": "marker", "parameterValue": str(marker)},
+        ],
+        "modelUploadUri": f"file://{tmp_path / 'model'}",
+    }
+    reply = requests.post(f"{platform.api_url}/trainings", json=body, headers=headers, timeout=30)
+    assert reply.status_code == 201, reply.text
+    training_id = reply.json()["training"]["trainingId"]
+    wait_until(platform, training_id, {"RUNNING"}, timeout=90)
+    deadline = time.monotonic() + 60
+    while len(marker.read_text().split() if marker.exists() else []) < 2:
+        assert time.monotonic() < deadline, "both nodes never started"
+        time.sleep(0.1)
+    pids = [int(p) for p in marker.read_text().split()]
+    node_of = {
+        pid: psutil.Process(pid).environ().get("EM_NODE_RANK") for pid in pids
+    }  # which node each process is
+    victim = next(pid for pid, rank in node_of.items() if rank == "1")
+    os.kill(victim, signal.SIGKILL)
+
+    ended = wait_until(platform, training_id, ENDED, timeout=60)
+    assert ended["trainingStatusCode"] == "FAIL_TRAIN", ended
+    assert "was killed by signal SIGKILL" in ended["statusReason"]
+    assert "on node1;" in ended["statusReason"]
+    survivor = next(pid for pid in pids if pid != victim)
+    deadline = time.monotonic() + 15
+    while psutil.pid_exists(survivor) and time.monotonic() < deadline:
+        if psutil.Process(survivor).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(survivor) or (
+        psutil.Process(survivor).status() == psutil.STATUS_ZOMBIE
+    ), "the other node's process was left running"
