@@ -409,3 +409,22 @@ def test_two_nodes_by_two_processes_train_one_ddp_model(
     assert (tmp_path / "model" / "model.pt").stat().st_size > 0
     sources = {line["source"] for line in logs(platform, started.training_id)}
     assert {"node0", "node1"} <= sources
+
+
+def test_a_flavor_no_node_of_the_cluster_can_hold_is_create_failed(
+    sdk: Any, experiment_id: str, platform: RunningPlatform, tmp_path: Path
+) -> None:
+    src = source_dir(tmp_path, "fail.py")
+    started = run(
+        sdk,
+        experiment_id,
+        image_name="Ubuntu 22.04 GPU PyTorch Training",
+        instance_type_name="g2.t4.c8m64",  # the session's Ray head has 4 CPUs and no GPU
+        source_dir_uri=f"file://{src}",
+        entry_point="fail.py",
+        model_upload_uri=f"file://{tmp_path / 'model'}",
+    )
+    body = wait_until(platform, started.training_id, ENDED, timeout=30)
+    assert body["trainingStatusCode"] == "CREATE_FAILED", body
+    assert "no capacity for flavor g2.t4.c8m64" in body["statusReason"]
+    assert "0 GPU" in body["statusReason"]  # what the largest node offers
