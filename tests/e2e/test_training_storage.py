@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from easymaker.common.parameter import Parameter
 from easymaker.training.components import Dataset
 
 from tests.e2e.conftest import RunningPlatform
@@ -78,3 +79,37 @@ def test_a_dataset_larger_than_the_data_storage_fails_before_running(
     body = wait_until(platform, started.training_id, ENDED)
     assert body["trainingStatusCode"] == "CREATE_FAILED", body
     assert "10" in body["statusReason"] and "RUNNING" not in body["_seen"]
+
+
+def test_a_stop_during_the_upload_ends_stopped_and_publishes_nothing(
+    sdk: Any, experiment_id: str, platform: RunningPlatform, s3_endpoint: str, tmp_path: Path
+) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    bucket = f"stop-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "many_files.py").write_bytes((JOBS / "many_files.py").read_bytes())
+    started = run(
+        sdk,
+        experiment_id,
+        source_dir_uri=f"file://{src}",
+        entry_point="many_files.py",
+        hyperparameter_list=[Parameter(parameter_name="files", parameter_value="800")],
+        model_upload_uri=f"s3://{bucket}/out/model",
+    )
+    uploading = wait_until(
+        platform, started.training_id, {"COMPLETE_IN_PROGRESS", *ENDED}, timeout=60
+    )
+    assert uploading["trainingStatusCode"] == "COMPLETE_IN_PROGRESS", uploading
+    sdk.Training(started.training_id).stop()
+    body = wait_until(platform, started.training_id, ENDED, timeout=60)
+    assert body["trainingStatusCode"] == "STOPPED", body
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="out/")
+    assert listed.get("KeyCount", 0) == 0  # no half-published model
