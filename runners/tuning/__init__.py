@@ -1,0 +1,1 @@
+"""Hyperparameter tuning: the Optuna-backed search and the metrics read from trial logs."""
