@@ -257,8 +257,7 @@ class TrainingDriver:
             "trainingName": self.job["trainingName"],
             "useLog": bool(self.job["spec"].get("use_log")),
         }
-        key = self.job["logPrefix"].rstrip("/") + ".meta.json"
-        self.store.write(key, json.dumps(meta).encode())
+        self.store.write(self.job["logMetaKey"], json.dumps(meta).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,20 +66,17 @@ def training_logs(ctx: RequestContext, training_id: str, query: TrainingLogQuery
 
 
 def _logged_resources(appkey: str, kind: str) -> list[str]:
-    """Resources whose job was created with ``useLog`` (their ``.meta.json`` says so)."""
+    """Resources whose job was created with ``useLog`` (their log meta object says so)."""
     store = platform_store()
     found: list[str] = []
-    base = f"logs/{kind}/{appkey}/"
+    base = f"logs-meta/{kind}/{appkey}/"
     for key in store.list(base):
-        rest = key[len(base) :]
-        if "/" in rest or not rest.endswith(".meta.json"):
-            continue
         try:
             meta: dict[str, Any] = json.loads(store.read(key))
         except ValueError:
             continue
         if meta.get("useLog"):
-            found.append(rest.removesuffix(".meta.json"))
+            found.append(key[len(base) :].removesuffix(".json"))
     return found
 
 

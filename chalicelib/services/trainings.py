@@ -95,6 +95,12 @@ def log_prefix(appkey: str, training_id: str) -> str:
     return f"logs/{KIND}/{appkey}/{training_id}/"
 
 
+def log_meta_key(appkey: str, training_id: str) -> str:
+    """Where the driver says whether the job's logs are searchable (``useLog``); kept apart
+    from the chunks so that a search lists one small object per job."""
+    return f"logs-meta/{KIND}/{appkey}/{training_id}.json"
+
+
 def result_key(training_id: str) -> str:
     return f"jobs/{KIND}/{training_id}/result.json"
 
@@ -340,6 +346,7 @@ class TrainingService:
         store.remove_prefix(f"jobs/{KIND}/{training_id}/")
         if not use_log:  # kept logs are the Log & Crash copy the user asked for
             store.remove_prefix(log_prefix(self.appkey, training_id))
+            store.remove(log_meta_key(self.appkey, training_id))
 
     def _row(self, training_id: str) -> models.Training:
         return get_owned(self.session, models.Training, self.appkey, training_id, KIND)
@@ -373,6 +380,7 @@ def job_spec(session: Session, training_id: str) -> dict[str, Any]:
         "status": row.status,
         "spec": row.spec,
         "logPrefix": log_prefix(row.appkey, row.id),
+        "logMetaKey": log_meta_key(row.appkey, row.id),
         "resultKey": result_key(row.id),
     }
 

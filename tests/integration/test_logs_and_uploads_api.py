@@ -36,7 +36,8 @@ def start(api: ApiClient, bodies: Bodies, name: str, *, use_log: bool) -> str:
 def sink_for(api: ApiClient, training_id: str, *, use_log: bool) -> LogSink:
     prefix = trainings.log_prefix(api.appkey, training_id)
     meta = {"trainingId": training_id, "useLog": use_log}
-    platform_store().write(prefix.rstrip("/") + ".meta.json", json.dumps(meta).encode())
+    meta_key = trainings.log_meta_key(api.appkey, training_id)
+    platform_store().write(meta_key, json.dumps(meta).encode())
     return LogSink(platform_store(), prefix, flush_interval=0.05)
 
 
@@ -182,3 +183,22 @@ def test_an_upload_becomes_a_source_only_for_its_own_tenant(
     assert_error(empty, 400, BAD_REQUEST)
     bad_name = api.post("/uploads", raw=b"x", query={"fileName": "../x"})
     assert_error(bad_name, 400, VALIDATION)
+
+
+def test_deleting_a_training_keeps_only_the_logs_it_was_asked_to_keep(
+    api: ApiClient, bodies: Bodies, ray: object
+) -> None:
+    kept = start(api, bodies, "kept", use_log=True)
+    dropped = start(api, bodies, "dropped", use_log=False)
+    for training_id, use_log in ((kept, True), (dropped, False)):
+        sink = sink_for(api, training_id, use_log=use_log)
+        sink.write("node0", "stdout", f"hello from {training_id}\n")
+        sink.close()
+        report(api, training_id, "COMPLETE")
+        assert api.delete(f"/trainings/{training_id}").status == 200
+
+    store = platform_store()
+    assert list(store.list(trainings.log_prefix(api.appkey, dropped))) == []
+    assert not store.exists(trainings.log_meta_key(api.appkey, dropped))
+    found = api.get("/logs", query={"text": "hello from"}).body["logList"]
+    assert [line["resourceId"] for line in found] == [kept]  # the Log & Crash copy stays
