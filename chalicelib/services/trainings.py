@@ -13,25 +13,15 @@ compare-and-set on the row's status and version:
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chalicelib.config import get_settings
-from chalicelib.dispatch import (
-    BackendUnavailableError,
-    JobState,
-    JobSubmission,
-    NodeCapacity,
-    get_backend,
-)
 from chalicelib.domain import states
 from chalicelib.domain.catalog import Flavor
 from chalicelib.domain.common import NAME_MAX_LENGTH, Paging, utc_now
@@ -43,16 +33,13 @@ from chalicelib.domain.training import (
     TrainingSpec,
 )
 from chalicelib.errors import (
-    BadRequestError,
     DependentResourceError,
     InvalidTransition,
     NotFoundError,
-    StaleStateError,
     ValidationError,
 )
 from chalicelib.objectstore import check_uri, parse_upload_uri, platform_store
-from chalicelib.observability import logger
-from chalicelib.services import experiments, monitoring
+from chalicelib.services import experiments, jobs, monitoring
 from chalicelib.services.catalog import get_catalog
 from chalicelib.services.training_spec import validate_training_spec
 from chalicelib.store import models
@@ -72,9 +59,11 @@ URI_FIELDS = {
 }
 OUTPUT_FIELDS = frozenset({"modelUploadUri", "checkPointUploadUri", "logUploadUri"})
 TRAINING_ID_PLACEHOLDER = "{trainingId}"
-NOT_DISPATCHED_GRACE = timedelta(seconds=3)  # the create request dispatches first
-UNREACHABLE_LIMIT = timedelta(minutes=10)  # then CREATE_FAILED: the cluster is gone
-TIMEOUT_GRACE = timedelta(minutes=2)  # the driver enforces the timeout; this is a backstop
+NOT_DISPATCHED_GRACE = jobs.NOT_DISPATCHED_GRACE
+UNREACHABLE_LIMIT = jobs.UNREACHABLE_LIMIT
+TIMEOUT_GRACE = jobs.TIMEOUT_GRACE
+capacity_problem = jobs.capacity_problem
+runner_env = jobs.runner_env
 
 # Later resources (models) register "how many of mine use this training" here.
 DependentCounter = Callable[[Session, str], int]
@@ -102,7 +91,7 @@ def log_meta_key(appkey: str, training_id: str) -> str:
 
 
 def result_key(training_id: str) -> str:
-    return f"jobs/{KIND}/{training_id}/result.json"
+    return f"jobs/{KIND}/{training_id}/result.json"  # = JOB.result_key
 
 
 def elapsed_seconds(row: models.Training, now: datetime | None = None) -> int | None:
@@ -385,229 +374,46 @@ def job_spec(session: Session, training_id: str) -> dict[str, Any]:
     }
 
 
-def report(session: Session, training_id: str, target: str, reason: str | None) -> str:
-    """Apply a driver's report: walk the allowed steps to ``target`` (see ``states.path``).
+def _driver_resources(spec: dict[str, Any]) -> tuple[float, float, int]:
+    """One instance: the driver itself holds the flavor and runs the code in place."""
+    if int(spec.get("instance_count") or 1) > 1:
+        return 0.0, 0.0, 0
+    flavor = Flavor.model_validate(spec["flavor"])
+    return float(flavor.vcpus), float(flavor.gpu_count), flavor.ram * 2**20
 
-    A report of the status the training already has is a no-op; a report that would leave a
-    terminal status raises ``InvalidTransition`` (409) and changes nothing.
-    """
-    if MACHINE.parse(target) is None:
-        known = ", ".join(str(s) for s in MACHINE.statuses)
-        raise BadRequestError(f"status {target[:64]} is not a training status; one of {known}")
-    row = session.get(models.Training, training_id)
-    if row is None:
-        raise NotFoundError(f"training {training_id[:64]} not found")
-    _advance(session, row, target, reason)
-    return row.status
+
+JOB = jobs.JobKind(
+    kind=KIND,
+    runner_kind="training",
+    label="training",
+    model=models.Training,
+    machine=MACHINE,
+    fail_status=str(S.FAIL_TRAIN),
+    module="runners.training",
+    driver_resources=_driver_resources,
+    slots=lambda spec: int(spec.get("instance_count") or 1),
+)
+
+
+def report(session: Session, training_id: str, target: str, reason: str | None) -> str:
+    """Apply a driver's report (see ``jobs.report``); returns the status now held."""
+    row = jobs.report(session, JOB, training_id, target, reason)
+    return str(row.status)
 
 
 def _advance(session: Session, row: models.Training, target: str, reason: str | None) -> None:
-    steps = states.path(MACHINE, row.status, target)
-    for step in steps:
-        values: dict[str, Any] = {"updated_at": utc_now()}
-        if step == S.RUNNING and row.started_at is None:
-            values["started_at"] = utc_now()
-        if MACHINE.is_terminal(step):
-            values["ended_at"] = utc_now()
-            if row.started_at is None and step != S.CREATE_FAILED:
-                values["started_at"] = values["ended_at"]
-        keep_reason = reason if step == steps[-1] else row.status_reason
-        set_status(session, row, MACHINE, step, reason=keep_reason, **values)
-        session.refresh(row)
-
-
-# -- dispatch and reconcile ---------------------------------------------------------------
+    jobs.advance(session, JOB, row, target, reason)
 
 
 def dispatch(database: Database, training_id: str) -> None:
     """Submit a CREATE_REQUESTED training to Ray; safe to repeat (submission id = id)."""
-    with database.session() as session:
-        row = session.get(models.Training, training_id)
-        if row is None or row.status != S.CREATE_REQUESTED:
-            return
-        spec, appkey, name = row.spec, row.appkey, row.name
-    backend = get_backend()
-    flavor = Flavor.model_validate(spec["flavor"])
-    instances = int(spec.get("instance_count") or 1)
-    problem = capacity_problem(backend.nodes(), flavor, instances)
-    if problem:
-        with database.session() as session:
-            row = session.get(models.Training, training_id)
-            if row is not None and row.status == S.CREATE_REQUESTED:
-                _advance(session, row, S.CREATE_FAILED, problem)
-        return
-    settings = get_settings()
-    single = instances == 1
-    backend.submit(
-        JobSubmission(
-            submission_id=training_id,
-            entrypoint=f"{settings.runner_python} -m runners.training {training_id}",
-            env_vars=runner_env(),
-            metadata={"kind": KIND, "appkey": appkey, "name": name},
-            # One instance: the driver itself holds the flavor and runs the code in place.
-            num_cpus=flavor.vcpus if single else 0,
-            num_gpus=flavor.gpu_count if single else 0,
-            memory_bytes=flavor.ram * 2**20 if single else 0,
-        )
-    )
-    with database.session() as session:
-        row = session.get(models.Training, training_id)
-        if row is None:
-            return
-        if row.dispatched_at is None:
-            row.dispatched_at = utc_now()
-        if row.status == S.CREATE_REQUESTED:
-            # The driver's own report may have got there first.
-            with contextlib.suppress(StaleStateError, InvalidTransition):
-                _advance(session, row, S.CREATE_IN_PROGRESS, None)
-
-
-def runner_env() -> dict[str, str]:
-    """Where a driver finds the control plane, the platform storage and the storage settings
-    (no secrets: object-store credentials come from the Ray nodes' own environment)."""
-    settings = get_settings()
-    passed = {
-        name: os.environ[name]
-        for name in (
-            "OPENMAKER_FILE_ROOTS",
-            "OPENMAKER_NAS_ROOTS",
-            "OPENMAKER_S3_ENDPOINT_URL",
-            "OPENMAKER_OBS_INSECURE",
-            "OPENMAKER_SAMPLE_SECONDS",
-        )
-        if name in os.environ
-    }
-    return {
-        **passed,
-        "OPENMAKER_INTERNAL_API_URL": settings.internal_api_url,
-        "OPENMAKER_RUNNER_SECRET_FILE": str(settings.runner_secret_file),
-        "OPENMAKER_STORAGE_ROOT": str(settings.storage_root),
-        "OPENMAKER_HOME": str(settings.home),
-        "OPENMAKER_REGION": settings.region,
-    }
-
-
-def capacity_problem(nodes: list[NodeCapacity], flavor: Flavor, instances: int) -> str | None:
-    """Why the cluster can never hold ``instances`` x ``flavor`` (None when it can)."""
-    need_memory = flavor.ram * 2**20
-    slots = 0
-    for node in nodes:
-        fits = [node.cpus // flavor.vcpus, node.memory_bytes // need_memory]
-        if flavor.gpu_count:
-            fits.append(node.gpus // flavor.gpu_count)
-        slots += int(max(0, min(fits)))
-    if slots >= instances:
-        return None
-    largest = max(nodes, key=lambda n: (n.cpus, n.memory_bytes), default=None)
-    offer = (
-        f"largest node: {largest.cpus:g} CPU, {largest.memory_bytes / 2**30:.1f} GiB memory, "
-        f"{largest.gpus:g} GPU"
-        if largest
-        else "no alive nodes"
-    )
-    gpus = f", {flavor.gpu_count} GPU" if flavor.gpu_count else ""
-    return (
-        f"no capacity for flavor {flavor.name}: {instances} instance(s) of {flavor.vcpus} vCPU, "
-        f"{flavor.ram / 1024:g} GiB{gpus} do not fit the Ray cluster ({len(nodes)} node(s); "
-        f"{offer})"
-    )
+    jobs.dispatch(database, JOB, training_id)
 
 
 def read_result(training_id: str) -> dict[str, Any] | None:
-    store = platform_store()
-    key = result_key(training_id)
-    if not store.exists(key):
-        return None
-    try:
-        data: dict[str, Any] = json.loads(store.read(key))
-    except (ValueError, NotFoundError):
-        return None
-    return data
+    return jobs.read_result(JOB, training_id)
 
 
 def reconcile(database: Database) -> None:
     """Compare every unsettled training with Ray and settle what only the tick can."""
-    with database.session(read_only=True) as session:
-        model = models.Training
-        pending = session.execute(
-            select(model.id, model.status, model.created_at, model.dispatched_at).where(
-                model.status.not_in([str(s) for s in MACHINE.terminal])
-            )
-        ).all()
-    if not pending:
-        return
-    now = utc_now()
-    try:
-        backend = get_backend()
-    except BackendUnavailableError:
-        backend = None
-    for training_id, status, created_at, dispatched_at in pending:
-        try:
-            if status == S.CREATE_REQUESTED and dispatched_at is None:
-                if now - created_at < NOT_DISPATCHED_GRACE:
-                    continue
-                if backend is None:
-                    _fail_if_stale(database, training_id, created_at, now)
-                    continue
-                dispatch(database, training_id)
-            elif backend is not None:
-                _reconcile_one(database, backend, training_id, now)
-        except BackendUnavailableError as exc:
-            logger.warning("runner backend unavailable", extra={"error": str(exc)})
-            _fail_if_stale(database, training_id, created_at, now)
-        except (StaleStateError, InvalidTransition):
-            continue  # someone else moved it; the next tick looks again
-
-
-def _fail_if_stale(database: Database, training_id: str, created: datetime, now: datetime) -> None:
-    if now - created < UNREACHABLE_LIMIT:
-        return
-    with database.session() as session:
-        row = session.get(models.Training, training_id)
-        if row is not None and row.status == S.CREATE_REQUESTED:
-            _advance(session, row, S.CREATE_FAILED, "the Ray cluster was unreachable for 10 min")
-
-
-def _reconcile_one(database: Database, backend: Any, training_id: str, now: datetime) -> None:
-    info = backend.info(training_id)
-    with database.session() as session:
-        row = session.get(models.Training, training_id)
-        if row is None or states.is_terminal(MACHINE, row.status):
-            return
-        if info is None:
-            target = S.STOPPED if row.status == S.STOP_IN_PROGRESS else S.FAIL_TRAIN
-            _advance(
-                session,
-                row,
-                target,
-                f"the Ray cluster no longer knows job {training_id} "
-                "(the cluster restarted or the job was removed)",
-            )
-            return
-        if info.status.is_terminal:
-            result = read_result(training_id)
-            if row.status == S.STOP_IN_PROGRESS:
-                # A stop the user asked for wins over an outcome the driver could not report.
-                _advance(session, row, S.STOPPED, row.status_reason or "stopped by the user")
-            elif result is not None and result.get("status"):
-                _advance(session, row, result["status"], result.get("reason"))
-            else:
-                code = f", exit code {info.exit_code}" if info.exit_code is not None else ""
-                _advance(
-                    session,
-                    row,
-                    S.FAIL_TRAIN,
-                    f"the job's driver ended ({info.status}{code}) without reporting: "
-                    f"{info.message or 'no message from Ray'}",
-                )
-            return
-        if row.status == S.STOP_IN_PROGRESS:
-            backend.stop(training_id)  # repeated until Ray says the job ended
-            return
-        timeout = timedelta(minutes=int(row.spec.get("timeout_minutes") or 43200))
-        if row.started_at is not None and now - row.started_at > timeout + TIMEOUT_GRACE:
-            backend.stop(training_id)
-            minutes = int(timeout.total_seconds() // 60)
-            _advance(session, row, S.FAIL_TRAIN, f"exceeded timeout of {minutes} minutes")
-        if info.status == JobState.RUNNING and row.status == S.CREATE_REQUESTED:
-            _advance(session, row, S.CREATE_IN_PROGRESS, None)
+    jobs.reconcile(database, JOB)

@@ -146,3 +146,56 @@ class JobMetric(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     gpu_percent: Mapped[float | None] = mapped_column(default=None)
     gpu_memory_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class HyperparameterTuning(StatusMixin, Base):
+    """A tuning: its specification (with the search), lifecycle and the study it drives.
+
+    Its Ray submission id and its Optuna study name are the tuning id.
+    """
+
+    __tablename__ = "hyperparameter_tunings"
+    __table_args__ = (
+        Index("ix_hyperparameter_tunings_appkey_created_at", "appkey", "created_at"),
+        Index("ix_hyperparameter_tunings_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="RESTRICT"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255), default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    status_detail: Mapped[str | None] = mapped_column(String(32), default=None)
+    parent_pipeline_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Trial(Base):
+    """One trial of a tuning: the suggested hyperparameters, its status, its metrics."""
+
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("tuning_id", "number", name="uq_trials_tuning_number"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tuning_id: Mapped[str] = mapped_column(
+        ForeignKey("hyperparameter_tunings.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    objective_value: Mapped[float | None] = mapped_column(default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
