@@ -55,6 +55,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from chalicelib.store.studies import normalize_url, optuna_storage_url
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,6 @@ TYPE_DISCRETE = "discrete"
 TYPE_CATEGORICAL = "categorical"
 TYPE_CODES = (TYPE_INT, TYPE_DOUBLE, TYPE_DISCRETE, TYPE_CATEGORICAL)
 
-OPTUNA_SCHEMA = "optuna"  # PostgreSQL: Optuna's tables (and its alembic_version) live here
 MAX_GRID_SIZE = 10_000_000
 
 # Trial user attributes written by this module.
@@ -277,40 +278,6 @@ def derive_seed(seed: int, index: int) -> int:
 # --------------------------------------------------------------------------------- storage
 
 
-def _normalize_url(url: str) -> str:
-    """psycopg 3 for ``postgresql://`` URLs, as the platform's own engine does."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def optuna_storage_url(database_url: str) -> tuple[str, dict[str, Any]]:
-    """Where the Optuna studies of the platform on ``database_url`` live: URL and engine kwargs.
-
-    Optuna creates its own tables and its own ``alembic_version``, which must never meet the
-    platform's. SQLite: a sibling file (``openmaker.db`` -> ``openmaker-optuna.db``).
-    PostgreSQL: the same database, schema ``optuna`` (``open_storage`` creates it).
-    """
-    url = make_url(_normalize_url(database_url))
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        database = url.database
-        if not database or database == ":memory:" or database.startswith("file:"):
-            raise ValueError("Optuna studies need an SQLite database file, not an in-memory one")
-        path = Path(database)
-        sibling = path.with_name(f"{path.stem}-optuna{path.suffix}")
-        rendered = url.set(database=str(sibling)).render_as_string(hide_password=False)
-        return rendered, {"connect_args": {"timeout": 30.0}}
-    if backend == "postgresql":
-        rendered = url.render_as_string(hide_password=False)
-        return rendered, {
-            "connect_args": {"options": f"-csearch_path={OPTUNA_SCHEMA}"},
-            "pool_pre_ping": True,
-        }
-    raise ValueError(f"no Optuna storage for a {backend!r} database (SQLite or PostgreSQL)")
-
-
 def _search_path_schema(engine_kwargs: Mapping[str, Any]) -> str | None:
     options = str(engine_kwargs.get("connect_args", {}).get("options", ""))
     match = _SEARCH_PATH.search(options)
@@ -320,7 +287,7 @@ def _search_path_schema(engine_kwargs: Mapping[str, Any]) -> str | None:
 def open_storage(url: str, engine_kwargs: Mapping[str, Any] | None = None) -> RDBStorage:
     """An Optuna RDB storage; creates the PostgreSQL schema named by the search path and
     Optuna's tables if missing, safe against other processes doing the same at once."""
-    url = _normalize_url(url)
+    url = normalize_url(url)
     kwargs = copy.deepcopy(dict(engine_kwargs or {}))
     backend = make_url(url).get_backend_name()
     if backend == "postgresql":
