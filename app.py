@@ -14,6 +14,7 @@ from chalicelib.api import (
     tensorboard,
     training_templates,
     trainings,
+    tunings,
     uploads,
 )
 from chalicelib.services.tick import tick
@@ -26,6 +27,7 @@ for module in (
     experiments,
     training_templates,
     trainings,
+    tunings,
     logs,
     uploads,
     catalog,

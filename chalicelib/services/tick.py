@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chalicelib.observability import logger
-from chalicelib.services import idempotency, monitoring, trainings
+from chalicelib.services import idempotency, monitoring, trainings, tunings
 from chalicelib.store.db import Database, get_database
 
 Reconciler = Callable[[Database], object]
@@ -19,6 +19,7 @@ Reconciler = Callable[[Database], object]
 RECONCILERS: dict[str, Reconciler] = {
     "idempotency_records": idempotency.purge_expired,
     "trainings": trainings.reconcile,
+    "hyperparameter_tunings": tunings.reconcile,
     "training_zombies": monitoring.flag_zombies,
 }
 

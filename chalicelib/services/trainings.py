@@ -167,6 +167,35 @@ def _missing_upload(appkey: str, key: str) -> bool:
     return next(iter(platform_store().list(f"uploads/{appkey}/{key}")), None) is None
 
 
+def resolve_experiment(session: Session, appkey: str, body: Any) -> models.Experiment:
+    """The body's experiment: ``experimentId``, or ``experimentName`` (created if missing)."""
+    if body.experiment_id:
+        return get_owned(session, models.Experiment, appkey, body.experiment_id, "experiment")
+    if not body.experiment_name:
+        raise ValidationError(
+            "invalid request body: experimentId: give experimentId or experimentName",
+            details=[
+                {
+                    "field": "experimentId",
+                    "rule": "missing",
+                    "message": "give experimentId or experimentName (created if missing)",
+                }
+            ],
+        )
+    model = models.Experiment
+    found = session.scalars(
+        select(model).where(model.appkey == appkey, model.name == body.experiment_name)
+    ).one_or_none()
+    if found is not None:
+        return found
+    created = experiments.ExperimentService(session, appkey).create(
+        ExperimentCreate(
+            experiment_name=body.experiment_name, description=body.experiment_description
+        )
+    )
+    return get_owned(session, models.Experiment, appkey, created.experiment_id, "experiment")
+
+
 class TrainingService:
     def __init__(self, session: Session, appkey: str) -> None:
         self.session = session
@@ -180,7 +209,7 @@ class TrainingService:
         catalog = get_catalog()
         validate_training_spec(body, catalog)
         check_uris(body, self.appkey)
-        experiment = self._experiment_for(body)
+        experiment = resolve_experiment(self.session, self.appkey, body)
         spec = body.model_dump(mode="json", include=set(SPEC_FIELDS))
         spec["flavor"] = catalog.flavor(body.flavor_id).model_dump(mode="json", by_alias=True)
         spec["image"] = catalog.image(body.image_id).model_dump(mode="json", by_alias=True)
@@ -219,37 +248,6 @@ class TrainingService:
         self.session.add(row)
         self.session.flush()
         return to_view(row, experiment.name), row.id
-
-    def _experiment_for(self, body: TrainingCreate) -> models.Experiment:
-        if body.experiment_id:
-            return get_owned(
-                self.session, models.Experiment, self.appkey, body.experiment_id, "experiment"
-            )
-        if not body.experiment_name:
-            raise ValidationError(
-                "invalid request body: experimentId: give experimentId or experimentName",
-                details=[
-                    {
-                        "field": "experimentId",
-                        "rule": "missing",
-                        "message": "give experimentId or experimentName (created if missing)",
-                    }
-                ],
-            )
-        model = models.Experiment
-        found = self.session.scalars(
-            select(model).where(model.appkey == self.appkey, model.name == body.experiment_name)
-        ).one_or_none()
-        if found is not None:
-            return found
-        created = experiments.ExperimentService(self.session, self.appkey).create(
-            ExperimentCreate(
-                experiment_name=body.experiment_name, description=body.experiment_description
-            )
-        )
-        return get_owned(
-            self.session, models.Experiment, self.appkey, created.experiment_id, "experiment"
-        )
 
     # -- reads ----------------------------------------------------------------------------
 

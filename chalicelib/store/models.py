@@ -182,7 +182,9 @@ class Trial(Base):
     """One trial of a tuning: the suggested hyperparameters, its status, its metrics."""
 
     __tablename__ = "tuning_trials"
-    __table_args__ = (UniqueConstraint("tuning_id", "number", name="uq_tuning_trials_tuning_number"),)
+    __table_args__ = (
+        UniqueConstraint("tuning_id", "number", name="uq_tuning_trials_tuning_number"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     tuning_id: Mapped[str] = mapped_column(

@@ -1,0 +1,537 @@
+"""Hyperparameter tunings: create (validated, template prefill, warm start), dispatch the
+tuning driver to the runner pool, follow trials, stop, copy, delete, reconcile.
+
+The driver (``runners.tuning``) draws suggestions from an Optuna study that lives beside the
+platform's database (``chalicelib.store.studies``), runs each trial with the training runner
+code, and reports the tuning's and each trial's status through the internal API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from chalicelib.config import get_settings
+from chalicelib.domain import states
+from chalicelib.domain.catalog import Flavor
+from chalicelib.domain.common import NAME_MAX_LENGTH, Paging, utc_now
+from chalicelib.domain.training import TrainingSpec
+from chalicelib.domain.tuning import (
+    HyperparameterTuning,
+    HyperparameterTuningCreate,
+    HyperparameterTuningQuery,
+    HyperparameterTuningSpec,
+    ObjectiveType,
+    Trial,
+    TrialQuery,
+)
+from chalicelib.errors import (
+    BadRequestError,
+    DependentResourceError,
+    InvalidTransition,
+    NotFoundError,
+    ValidationError,
+)
+from chalicelib.objectstore import platform_store
+from chalicelib.services import experiments, jobs
+from chalicelib.services.catalog import get_catalog
+from chalicelib.services.trainings import check_uris, resolve_experiment
+from chalicelib.services.tuning_spec import validate_tuning_spec
+from chalicelib.store import models
+from chalicelib.store.db import Database
+from chalicelib.store.repository import get_owned, page, set_status
+from chalicelib.store.studies import optuna_storage_url
+
+KIND = "hyperparameter_tuning"
+RUNNER_KIND = "hyperparameter-tuning"
+MACHINE = states.HYPERPARAMETER_TUNING
+S = states.HyperparameterTuningStatus
+T = states.TrialStatus
+SPEC_FIELDS = frozenset(HyperparameterTuningSpec.model_fields)
+TRAINING_FIELDS = frozenset(TrainingSpec.model_fields)
+
+DependentCounter = Callable[[Session, str], int]
+DEPENDENTS: dict[str, DependentCounter] = {}  # models made from a tuning register here
+
+
+def _count_tunings(session: Session, experiment_id: str) -> int:
+    model = models.HyperparameterTuning
+    found = session.scalar(
+        select(func.count()).select_from(model).where(model.experiment_id == experiment_id)
+    )
+    return int(found or 0)
+
+
+experiments.DEPENDENTS["hyperparameter tuning(s)"] = _count_tunings
+
+
+def log_prefix(appkey: str, tuning_id: str) -> str:
+    return f"logs/{KIND}/{appkey}/{tuning_id}/"
+
+
+def trial_log_prefix(appkey: str, trial_id: str) -> str:
+    return f"logs/trial/{appkey}/{trial_id}/"
+
+
+def _driver_resources(spec: dict[str, Any]) -> tuple[float, float, int]:
+    return 0.0, 0.0, 0  # the driver only orchestrates; trials hold the flavor
+
+
+def _nodes_per_trial(spec: dict[str, Any]) -> int:
+    parallel = int(spec.get("parallel_trial_count") or 1)
+    return max(1, int(spec.get("instance_count") or 1) // parallel)
+
+
+JOB = jobs.JobKind(
+    kind=KIND,
+    runner_kind=RUNNER_KIND,
+    label="hyperparameter tuning",
+    model=models.HyperparameterTuning,
+    machine=MACHINE,
+    fail_status=str(S.FAIL_HYPERPARAMETER_TUNING),
+    module="runners.tuning",
+    driver_resources=_driver_resources,
+    # at least one trial must fit; more run as the cluster frees room
+    slots=_nodes_per_trial,
+)
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def trial_view(row: models.Trial) -> Trial:
+    metrics = row.metrics or {}
+    return Trial.model_validate(
+        {
+            "trial_id": row.id,
+            "trial_name": f"trial-{row.number}",
+            "trial_status_code": row.status,
+            "status_reason": row.status_reason,
+            "hyperparameter_tuning_id": row.tuning_id,
+            "hyperparameter_list": [
+                {"parameter_name": k, "parameter_value": str(v)} for k, v in row.params.items()
+            ],
+            "trial_metric_list": [
+                {
+                    "trial_metric_name": name,
+                    "trial_metric_min_value": _text(values.get("min")),
+                    "trial_metric_max_value": _text(values.get("max")),
+                    "trial_metric_latest_value": _text(values.get("latest")),
+                }
+                for name, values in metrics.items()
+            ],
+            "objective_metric_value": row.objective_value,
+            "elapsed_time_seconds": _elapsed(row),
+            "started_datetime": row.started_at,
+            "ended_datetime": row.ended_at,
+            "created_datetime": row.created_at,
+            "updated_datetime": row.updated_at,
+        }
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _elapsed(row: Any) -> int | None:
+    if row.started_at is None:
+        return None
+    end = row.ended_at or utc_now()
+    return max(0, int((end - row.started_at).total_seconds()))
+
+
+def _counts(session: Session, tuning_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(models.Trial.status, func.count())
+        .where(models.Trial.tuning_id == tuning_id)
+        .group_by(models.Trial.status)
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _best_trial(session: Session, row: models.HyperparameterTuning) -> models.Trial | None:
+    trial = models.Trial
+    order = (
+        trial.objective_value.desc()
+        if row.spec.get("objective_type_code") == ObjectiveType.MAXIMIZE
+        else trial.objective_value.asc()
+    )
+    found: models.Trial | None = session.scalars(
+        select(trial)
+        .where(
+            trial.tuning_id == row.id,
+            trial.status == str(T.SUCCEEDED),
+            trial.objective_value.is_not(None),
+        )
+        .order_by(order, trial.number)
+        .limit(1)
+    ).first()
+    return found
+
+
+def to_view(
+    session: Session, row: models.HyperparameterTuning, experiment_name: str | None
+) -> HyperparameterTuning:
+    spec = row.spec
+    counts = _counts(session, row.id)
+    best = _best_trial(session, row)
+    return HyperparameterTuning.model_validate(
+        {
+            **{name: spec[name] for name in SPEC_FIELDS if name in spec},
+            "hyperparameter_tuning_id": row.id,
+            "hyperparameter_tuning_name": row.name,
+            "description": row.description,
+            "hyperparameter_tuning_status_code": row.status,
+            "hyperparameter_tuning_status_reason": row.status_reason,
+            "hyperparameter_tuning_status_detail": row.status_detail,
+            "experiment": {"experiment_id": row.experiment_id, "experiment_name": experiment_name},
+            "experiment_id": row.experiment_id,
+            "flavor": spec["flavor"],
+            "image": spec["image"],
+            "algorithm": spec.get("algorithm"),
+            "boot_storage": {"storage_size": 50},
+            "data_storage_list": [{"storage_size": spec.get("data_storage_size")}],
+            "training_template_id": spec.get("training_template_id"),
+            "warm_start_hyperparameter_tuning_id": spec.get("warm_start_hyperparameter_tuning_id"),
+            "successful_trial_count": counts.get(str(T.SUCCEEDED), 0),
+            "running_trial_count": counts.get(str(T.RUNNING), 0),
+            "failed_trial_count": counts.get(str(T.FAILED), 0),
+            "early_stopped_trial_count": counts.get(str(T.EARLY_STOPPED), 0),
+            "killed_trial_count": counts.get(str(T.KILLED), 0),
+            "metrics_unavailable_trial_count": counts.get(str(T.METRICS_UNAVAILABLE), 0),
+            "optimal_trial_id": best.id if best else None,
+            "optimal_trial": trial_view(best) if best else None,
+            "tensorboard_access_uri": None,
+            "log_and_crash_app_key": row.appkey if spec.get("use_log") else None,
+            "elapsed_time_seconds": _elapsed(row),
+            "started_datetime": row.started_at,
+            "ended_datetime": row.ended_at,
+            "tag_list": row.tags,
+            "app_key": row.appkey,
+            "created_datetime": row.created_at,
+            "updated_datetime": row.updated_at,
+        }
+    )
+
+
+# -- the user's side -----------------------------------------------------------------------
+
+
+class TuningService:
+    def __init__(self, session: Session, appkey: str) -> None:
+        self.session = session
+        self.appkey = appkey
+
+    def create(self, body: HyperparameterTuningCreate) -> tuple[HyperparameterTuning, str]:
+        body = self._prefill(body)
+        catalog = get_catalog()
+        validate_tuning_spec(body, catalog)
+        check_uris(body, self.appkey)
+        if body.warm_start_hyperparameter_tuning_id:
+            self._check_warm_start(body)
+        experiment = resolve_experiment(self.session, self.appkey, body)
+        spec = body.model_dump(mode="json", include=set(SPEC_FIELDS))
+        spec["flavor"] = catalog.flavor(body.flavor_id).model_dump(mode="json", by_alias=True)
+        spec["image"] = catalog.image(body.image_id).model_dump(mode="json", by_alias=True)
+        if body.algorithm_id:
+            spec["algorithm"] = catalog.algorithm(body.algorithm_id).model_dump(
+                mode="json", by_alias=True
+            )
+        spec["training_template_id"] = body.training_template_id
+        spec["warm_start_hyperparameter_tuning_id"] = body.warm_start_hyperparameter_tuning_id
+        spec["hyperparameter_spec_wire"] = [
+            s.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for s in body.hyperparameter_spec_list
+        ]
+        return self._insert(
+            body.hyperparameter_tuning_name, body.description, experiment, spec, body.tag_list
+        )
+
+    def _prefill(self, body: HyperparameterTuningCreate) -> HyperparameterTuningCreate:
+        """Fields the body leaves out come from the training template it names."""
+        if not body.training_template_id:
+            return body
+        template = get_owned(
+            self.session,
+            models.TrainingTemplate,
+            self.appkey,
+            body.training_template_id,
+            "training template",
+        )
+        given = body.model_dump(mode="json", by_alias=False, exclude_unset=True)
+        merged = {k: v for k, v in template.spec.items() if k in TRAINING_FIELDS}
+        merged.update(given)
+        try:
+            return HyperparameterTuningCreate.model_validate(merged)
+        except Exception as exc:  # noqa: BLE001 - reported as the template's problem
+            raise BadRequestError(f"the training template does not fit a tuning: {exc}") from None
+
+    def _check_warm_start(self, body: HyperparameterTuningCreate) -> None:
+        source_id = body.warm_start_hyperparameter_tuning_id or ""
+        source = self.session.get(models.HyperparameterTuning, source_id)
+        problem = None
+        if source is None or source.appkey != self.appkey:
+            problem = "no such hyperparameter tuning in this appkey"
+        elif not states.is_terminal(MACHINE, source.status):
+            problem = f"that tuning is {source.status}; warm start from an ended one"
+        elif source.spec.get("objective_metric") != body.objective_metric.model_dump(mode="json"):
+            problem = "that tuning optimised another objective metric"
+        if problem:
+            raise ValidationError(
+                f"invalid request body: warmStartHyperparameterTuningId: {problem}",
+                details=[
+                    {
+                        "field": "warmStartHyperparameterTuningId",
+                        "rule": "warm_start",
+                        "message": problem,
+                    }
+                ],
+            )
+
+    def _insert(
+        self,
+        name: str,
+        description: str | None,
+        experiment: models.Experiment,
+        spec: dict[str, Any],
+        tags: Sequence[Any],
+    ) -> tuple[HyperparameterTuning, str]:
+        row = models.HyperparameterTuning(
+            id=str(uuid.uuid4()),
+            appkey=self.appkey,
+            experiment_id=experiment.id,
+            name=name,
+            description=description,
+            spec=spec,
+            tags=[t if isinstance(t, dict) else t.model_dump(by_alias=True) for t in tags],
+            status=str(MACHINE.initial),
+        )
+        self.session.add(row)
+        self.session.flush()
+        return to_view(self.session, row, experiment.name), row.id
+
+    def get(self, tuning_id: str) -> HyperparameterTuning:
+        row = self._row(tuning_id)
+        names = self._experiment_names([row.experiment_id])
+        return to_view(self.session, row, names.get(row.experiment_id))
+
+    def list(self, query: HyperparameterTuningQuery) -> tuple[list[HyperparameterTuning], Paging]:
+        model = models.HyperparameterTuning
+        stmt = select(model).where(model.appkey == self.appkey)
+        if query.hyperparameter_tuning_id_list:
+            stmt = stmt.where(model.id.in_(query.hyperparameter_tuning_id_list))
+        if query.hyperparameter_tuning_name_list:
+            stmt = stmt.where(model.name.in_(query.hyperparameter_tuning_name_list))
+        if query.hyperparameter_tuning_status_code_list:
+            stmt = stmt.where(model.status.in_(query.hyperparameter_tuning_status_code_list))
+        experiment_ids = list(query.experiment_id_list)
+        if query.experiment_id:
+            experiment_ids.append(query.experiment_id)
+        if experiment_ids:
+            stmt = stmt.where(model.experiment_id.in_(experiment_ids))
+        rows, total = page(
+            self.session, stmt.order_by(model.created_at.desc(), model.id), query.page, query.limit
+        )
+        names = self._experiment_names({r.experiment_id for r in rows})
+        views = [to_view(self.session, r, names.get(r.experiment_id)) for r in rows]
+        return views, Paging(page=query.page, limit=query.limit, total_count=total)
+
+    def trials(self, tuning_id: str, query: TrialQuery) -> tuple[Sequence[Trial], Paging]:
+        self._row(tuning_id)
+        model = models.Trial
+        stmt = select(model).where(model.tuning_id == tuning_id)
+        if query.trial_status_code_list:
+            stmt = stmt.where(model.status.in_([str(s) for s in query.trial_status_code_list]))
+        rows, total = page(self.session, stmt.order_by(model.number), query.page, query.limit)
+        return [trial_view(r) for r in rows], Paging(
+            page=query.page, limit=query.limit, total_count=total
+        )
+
+    def _experiment_names(self, ids: Any) -> dict[str, str]:
+        if not ids:
+            return {}
+        model = models.Experiment
+        rows = self.session.execute(select(model.id, model.name).where(model.id.in_(list(ids))))
+        return {row.id: row.name for row in rows}
+
+    def copy(self, tuning_id: str, name: str | None) -> tuple[HyperparameterTuning, str]:
+        source = self._row(tuning_id)
+        experiment = get_owned(
+            self.session, models.Experiment, self.appkey, source.experiment_id, "experiment"
+        )
+        spec = dict(source.spec)
+        copied = HyperparameterTuningSpec.model_validate(spec)
+        validate_tuning_spec(copied, get_catalog())
+        check_uris(copied, self.appkey)
+        suffix = "-copy"
+        new_name = name or source.name[: NAME_MAX_LENGTH - len(suffix)] + suffix
+        return self._insert(new_name, source.description, experiment, spec, source.tags)
+
+    def stop(self, tuning_id: str) -> tuple[HyperparameterTuning, bool]:
+        row = self._row(tuning_id)
+        if states.is_terminal(MACHINE, row.status):
+            raise InvalidTransition(KIND, row.status, str(S.STOP_IN_PROGRESS))
+        if row.status == S.STOP_IN_PROGRESS:
+            return self.get(tuning_id), True
+        never_dispatched = row.status == S.CREATE_REQUESTED and row.dispatched_at is None
+        set_status(self.session, row, MACHINE, S.STOP_IN_PROGRESS, reason="stopped by the user")
+        if never_dispatched:
+            jobs.advance(self.session, JOB, row, S.STOPPED, "stopped by the user before it ran")
+        return self.get(tuning_id), not never_dispatched
+
+    def delete(self, tuning_id: str) -> None:
+        row = self._row(tuning_id)
+        if not states.is_terminal(MACHINE, row.status):
+            raise DependentResourceError(
+                f"hyperparameter tuning {row.name} is {row.status}; "
+                "stop it and delete it when it has ended"
+            )
+        in_use = {label: count(self.session, row.id) for label, count in DEPENDENTS.items()}
+        in_use = {label: n for label, n in in_use.items() if n}
+        if in_use:
+            listed = ", ".join(f"{n} {label}" for label, n in sorted(in_use.items()))
+            raise DependentResourceError(f"hyperparameter tuning {row.name} is used by {listed}")
+        trial_ids = list(
+            self.session.scalars(select(models.Trial.id).where(models.Trial.tuning_id == row.id))
+        )
+        use_log = bool(row.spec.get("use_log"))
+        self.session.delete(row)
+        store = platform_store()
+        store.remove_prefix(f"jobs/{KIND}/{tuning_id}/")
+        if not use_log:
+            store.remove_prefix(log_prefix(self.appkey, tuning_id))
+            for trial_id in trial_ids:
+                store.remove_prefix(trial_log_prefix(self.appkey, trial_id))
+
+    def _row(self, tuning_id: str) -> models.HyperparameterTuning:
+        return get_owned(
+            self.session,
+            models.HyperparameterTuning,
+            self.appkey,
+            tuning_id,
+            "hyperparameter tuning",
+        )
+
+
+# -- the driver's side ---------------------------------------------------------------------
+
+
+def _owned_by_runner(session: Session, tuning_id: str) -> models.HyperparameterTuning:
+    row = session.get(models.HyperparameterTuning, tuning_id)
+    if row is None:
+        raise NotFoundError(f"hyperparameter tuning {tuning_id[:64]} not found")
+    return row
+
+
+def job_spec(session: Session, tuning_id: str) -> dict[str, Any]:
+    """What the tuning driver needs (the internal API's answer)."""
+    row = _owned_by_runner(session, tuning_id)
+    settings = get_settings()
+    url, engine_kwargs = optuna_storage_url(settings.database_url)
+    trials = session.execute(
+        select(models.Trial.id, models.Trial.number, models.Trial.status)
+        .where(models.Trial.tuning_id == row.id)
+        .order_by(models.Trial.number)
+    ).all()
+    return {
+        "hyperparameterTuningId": row.id,
+        "name": row.name,
+        "appKey": row.appkey,
+        "experimentId": row.experiment_id,
+        "region": settings.region,
+        "status": row.status,
+        "spec": row.spec,
+        "hyperparameterSpecList": row.spec.get("hyperparameter_spec_wire", []),
+        "nodesPerTrial": _nodes_per_trial(row.spec),
+        "optunaStorage": {"url": url, "engineKwargs": engine_kwargs},
+        "studyName": row.id,
+        "warmStartStudyName": row.spec.get("warm_start_hyperparameter_tuning_id"),
+        "logPrefix": log_prefix(row.appkey, row.id),
+        "logMetaKey": f"logs-meta/{KIND}/{row.appkey}/{row.id}.json",
+        "resultKey": JOB.result_key(row.id),
+        "trials": [{"trialId": t.id, "number": t.number, "status": t.status} for t in trials],
+    }
+
+
+def report(
+    session: Session, tuning_id: str, target: str, reason: str | None, detail: str | None
+) -> str:
+    row = _owned_by_runner(session, tuning_id)
+    if MACHINE.parse(target) is None:
+        jobs.report(session, JOB, tuning_id, target, reason)  # raises the 400
+    extra = {"status_detail": detail} if detail else {}
+    jobs.advance(session, JOB, row, target, reason, **extra)
+    return str(row.status)
+
+
+def _trial_outputs(spec: dict[str, Any], number: int) -> tuple[str, str | None]:
+    model = f"{spec['model_upload_uri'].rstrip('/')}/trials/{number}"
+    checkpoint = spec.get("check_point_upload_uri")
+    return model, f"{checkpoint.rstrip('/')}/trials/{number}" if checkpoint else None
+
+
+def upsert_trial(session: Session, tuning_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Create a trial (CREATED) or move it; terminal trial statuses never change."""
+    row = _owned_by_runner(session, tuning_id)
+    number = int(payload["number"])
+    target = str(payload.get("status") or T.CREATED)
+    if states.TRIAL.parse(target) is None:
+        known = ", ".join(str(s) for s in states.TRIAL.statuses)
+        raise BadRequestError(f"status {target[:64]} is not a trial status; one of {known}")
+    trial = session.scalars(
+        select(models.Trial).where(
+            models.Trial.tuning_id == tuning_id, models.Trial.number == number
+        )
+    ).one_or_none()
+    now = utc_now()
+    if trial is None:
+        trial = models.Trial(
+            id=str(uuid.uuid4()),
+            tuning_id=tuning_id,
+            number=number,
+            status=str(T.CREATED),
+            params={str(k): str(v) for k, v in (payload.get("params") or {}).items()},
+        )
+        session.add(trial)
+        session.flush()
+    for step in states.path(states.TRIAL, trial.status, target):
+        trial.status = str(step)
+        trial.version += 1
+        if step == T.RUNNING and trial.started_at is None:
+            trial.started_at = now
+        if states.TRIAL.is_terminal(step):
+            trial.ended_at = now
+            trial.started_at = trial.started_at or now
+    if payload.get("reason") is not None:
+        trial.status_reason = str(payload["reason"])[:4000]
+    if payload.get("metrics") is not None:
+        trial.metrics = dict(payload["metrics"])
+    if payload.get("objectiveValue") is not None:
+        trial.objective_value = float(payload["objectiveValue"])
+    trial.updated_at = now
+    session.flush()
+    model_uri, checkpoint_uri = _trial_outputs(row.spec, number)
+    return {
+        "trialId": trial.id,
+        "status": trial.status,
+        "logPrefix": trial_log_prefix(row.appkey, trial.id),
+        "modelUploadUri": model_uri,
+        "checkPointUploadUri": checkpoint_uri,
+    }
+
+
+def dispatch(database: Database, tuning_id: str) -> None:
+    jobs.dispatch(database, JOB, tuning_id)
+
+
+def reconcile(database: Database) -> None:
+    jobs.reconcile(database, JOB)
+
+
+def flavor_of(spec: dict[str, Any]) -> Flavor:
+    return Flavor.model_validate(spec["flavor"])
