@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
 from chalicelib.dispatch import get_backend
@@ -11,7 +13,7 @@ from chalicelib.domain.monitoring import MetricReport
 from chalicelib.domain.tuning import (
     HyperparameterTuning,
     HyperparameterTuningCopy,
-    HyperparameterTuningCreate,
+    HyperparameterTuningCreateBody,
     HyperparameterTuningQuery,
     Trial,
     TrialQuery,
@@ -33,12 +35,14 @@ def _dispatch_after_commit(ctx: RequestContext, tuning_id: str) -> None:
     "/hyperparameter-tunings",
     "POST",
     summary="Create a hyperparameter tuning (runs its trials on the runner pool)",
-    body=HyperparameterTuningCreate,
+    body=HyperparameterTuningCreateBody,
     response_key="hyperparameterTuning",
     response_model=HyperparameterTuning,
     status=201,
 )
-def create_tuning(ctx: RequestContext, body: HyperparameterTuningCreate) -> HyperparameterTuning:
+def create_tuning(
+    ctx: RequestContext, body: HyperparameterTuningCreateBody
+) -> HyperparameterTuning:
     view, tuning_id = TuningService(ctx.session, ctx.appkey).create(body)
     _dispatch_after_commit(ctx, tuning_id)
     return view
@@ -140,7 +144,7 @@ class TuningStatus(WireModel):
 
 
 class TrialReport(WireModel):
-    number: int
+    number: Annotated[int, Field(ge=0, le=1_000_000)]
     params: dict[str, Any] = {}
     status: str = "CREATED"
     reason: str | None = None

@@ -21,6 +21,7 @@ from chalicelib.domain.common import (
     Parameter,
     ParameterName,
     ResourceName,
+    StorageUri,
     Tag,
     UniqueTagList,
     WireDatetime,
@@ -274,3 +275,15 @@ class HyperparameterTuning(HyperparameterTuningSpec):
     def objective_metric_name(self) -> str:
         """What the SDK reads back (it sends ``objectiveMetric: {name}``)."""
         return self.objective_metric.name
+
+
+CatalogId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class HyperparameterTuningCreateBody(HyperparameterTuningCreate):
+    """The request body: with ``trainingTemplateId``, the template may supply the image, the
+    flavor and the model output (the service checks the merged body is complete)."""
+
+    image_id: CatalogId | None = None  # type: ignore[assignment]
+    flavor_id: CatalogId | None = None  # type: ignore[assignment]
+    model_upload_uri: StorageUri | None = None  # type: ignore[assignment]

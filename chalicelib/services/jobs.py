@@ -53,7 +53,8 @@ class JobKind:
     driver_resources: Callable[[dict[str, Any]], tuple[float, float, int]]
     # how many flavor-sized slots the job needs from the cluster at once
     slots: Callable[[dict[str, Any]], int]
-    on_advance: Callable[[Any, str, dict[str, Any]], None] | None = None
+    # called after each step is stored (a tuning kills its unfinished trials when it ends)
+    on_advance: Callable[[Session, Any, str], None] | None = None
 
     def result_key(self, job_id: str) -> str:
         return f"jobs/{self.kind}/{job_id}/result.json"
@@ -91,11 +92,11 @@ def advance(
         last = step == steps[-1]
         if last:
             values.update(extra)
-        if job.on_advance is not None:
-            job.on_advance(row, str(step), values)
         keep_reason = reason if last else row.status_reason
         set_status(session, row, machine, step, reason=keep_reason, **values)
         session.refresh(row)
+        if job.on_advance is not None:
+            job.on_advance(session, row, str(step))
 
 
 def dispatch(database: Database, job: JobKind, job_id: str) -> None:

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+import pydantic
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from chalicelib.config import get_settings
@@ -26,6 +27,7 @@ from chalicelib.domain.tuning import (
     HyperparameterTuningQuery,
     HyperparameterTuningSpec,
     ObjectiveType,
+    StatusDetail,
     Trial,
     TrialQuery,
 )
@@ -52,6 +54,7 @@ MACHINE = states.HYPERPARAMETER_TUNING
 S = states.HyperparameterTuningStatus
 T = states.TrialStatus
 SPEC_FIELDS = frozenset(HyperparameterTuningSpec.model_fields)
+DETAILS = frozenset(str(d) for d in StatusDetail)
 TRAINING_FIELDS = frozenset(TrainingSpec.model_fields)
 
 DependentCounter = Callable[[Session, str], int]
@@ -86,6 +89,28 @@ def _nodes_per_trial(spec: dict[str, Any]) -> int:
     return max(1, int(spec.get("instance_count") or 1) // parallel)
 
 
+def _end_trials(session: Session, row: Any, step: str) -> None:
+    """An ended tuning has no running trials: what its driver left unfinished is KILLED."""
+    if not states.is_terminal(MACHINE, step):
+        return
+    now = utc_now()
+    session.execute(
+        update(models.Trial)
+        .where(
+            models.Trial.tuning_id == row.id,
+            models.Trial.status.in_([str(T.CREATED), str(T.RUNNING)]),
+        )
+        .values(
+            status=str(T.KILLED),
+            status_reason=f"the hyperparameter tuning ended {step}",
+            ended_at=now,
+            updated_at=now,
+            version=models.Trial.version + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 JOB = jobs.JobKind(
     kind=KIND,
     runner_kind=RUNNER_KIND,
@@ -97,6 +122,7 @@ JOB = jobs.JobKind(
     driver_resources=_driver_resources,
     # at least one trial must fit; more run as the cluster frees room
     slots=_nodes_per_trial,
+    on_advance=_end_trials,
 )
 
 
@@ -132,6 +158,11 @@ def trial_view(row: models.Trial) -> Trial:
             "updated_datetime": row.updated_at,
         }
     )
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _text(value: Any) -> str | None:
@@ -188,7 +219,10 @@ def to_view(
             "description": row.description,
             "hyperparameter_tuning_status_code": row.status,
             "hyperparameter_tuning_status_reason": row.status_reason,
-            "hyperparameter_tuning_status_detail": row.status_detail,
+            # a detail this version does not know (an old result file) is not shown
+            "hyperparameter_tuning_status_detail": (
+                row.status_detail if row.status_detail in DETAILS else None
+            ),
             "experiment": {"experiment_id": row.experiment_id, "experiment_name": experiment_name},
             "experiment_id": row.experiment_id,
             "flavor": spec["flavor"],
@@ -253,23 +287,34 @@ class TuningService:
         )
 
     def _prefill(self, body: HyperparameterTuningCreate) -> HyperparameterTuningCreate:
-        """Fields the body leaves out come from the training template it names."""
-        if not body.training_template_id:
-            return body
-        template = get_owned(
-            self.session,
-            models.TrainingTemplate,
-            self.appkey,
-            body.training_template_id,
-            "training template",
-        )
-        given = body.model_dump(mode="json", by_alias=False, exclude_unset=True)
-        merged = {k: v for k, v in template.spec.items() if k in TRAINING_FIELDS}
-        merged.update(given)
+        """Fields the body leaves out come from the training template it names; then the
+        body must be complete (image, flavor and model output included)."""
+        merged = body.model_dump(mode="json", by_alias=False, exclude_unset=True)
+        if body.training_template_id:
+            template = get_owned(
+                self.session,
+                models.TrainingTemplate,
+                self.appkey,
+                body.training_template_id,
+                "training template",
+            )
+            merged = {
+                **{k: v for k, v in template.spec.items() if k in TRAINING_FIELDS},
+                **merged,
+            }
         try:
             return HyperparameterTuningCreate.model_validate(merged)
-        except Exception as exc:  # noqa: BLE001 - reported as the template's problem
-            raise BadRequestError(f"the training template does not fit a tuning: {exc}") from None
+        except pydantic.ValidationError as exc:
+            details = [
+                {
+                    "field": ".".join(_camel(str(part)) for part in error["loc"]),
+                    "rule": str(error["type"]),
+                    "message": str(error["msg"]),
+                }
+                for error in exc.errors(include_url=False, include_input=False)
+            ]
+            summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
+            raise ValidationError(f"invalid request body: {summary}", details=details) from None
 
     def _check_warm_start(self, body: HyperparameterTuningCreate) -> None:
         source_id = body.warm_start_hyperparameter_tuning_id or ""
@@ -464,6 +509,10 @@ def report(
     row = _owned_by_runner(session, tuning_id)
     if MACHINE.parse(target) is None:
         jobs.report(session, JOB, tuning_id, target, reason)  # raises the 400
+    if detail and detail not in DETAILS:
+        raise BadRequestError(
+            f"detail {detail[:64]} is not a status detail; one of {', '.join(sorted(DETAILS))}"
+        )
     extra = {"status_detail": detail} if detail else {}
     jobs.advance(session, JOB, row, target, reason, **extra)
     return str(row.status)
