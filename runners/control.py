@@ -64,16 +64,37 @@ class ControlPlane:
         data: dict[str, Any] = self._call("GET", "job")["job"]
         return data
 
-    def report(self, status: str, reason: str | None = None) -> str:
-        """Report ``status``; returns the status the control plane now holds (a refused
-        report, such as COMPLETE after the user stopped the job, returns the current one)."""
+    def report(self, status: str, reason: str | None = None, detail: str | None = None) -> str:
+        """Report ``status`` (and its ``detail``, e.g. a tuning's GoalReached); returns the
+        status the control plane now holds (a refused report, such as COMPLETE after the user
+        stopped the job, returns the current one)."""
+        body: dict[str, Any] = {"status": status, "reason": reason}
+        if detail is not None:
+            body["detail"] = detail
         try:
-            answer = self._call("POST", "status", {"status": status, "reason": reason})
+            answer = self._call("POST", "status", body)
         except ControlPlaneError as exc:
             if exc.status != 409:
                 raise
             return str(self.job()["status"])
-        return str(answer[self.kind]["status"])
+        return str(answer[self.answer_key]["status"])
+
+    @property
+    def answer_key(self) -> str:
+        """The resource's key in the answers: ``hyperparameter-tuning`` ->
+        ``hyperparameterTuning``."""
+        first, *rest = self.kind.split("-")
+        return first + "".join(word.capitalize() for word in rest)
+
+    def trial(
+        self, payload: dict[str, Any], retry_for: float = RETRY_FOR_SECONDS
+    ) -> dict[str, Any]:
+        """Create or move one trial of a tuning (upsert by ``number``); the trial as the
+        control plane holds it (``trialId``, ``status``, ``logPrefix``, output folders)."""
+        answer: dict[str, Any] = self._call("POST", "trials", payload, retry_for=retry_for)[
+            "trial"
+        ]
+        return answer
 
     def metrics(self, samples: list[dict[str, Any]]) -> None:
         """Monitoring samples; not retried for long (the next round sends them again)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -99,24 +100,30 @@ class UserProcess:
         return total
 
     def kill_tree(self, grace: float = 1.0) -> None:
-        """SIGTERM every process of the tree, then SIGKILL what is left after ``grace``."""
+        """SIGTERM every process of the tree, then SIGKILL what is left after ``grace``.
+
+        The root is waited for through its ``Popen`` (psutil would reap it and ``Popen``
+        would then report exit code 0 for a process that was killed)."""
         procs = self.tree()
+        children = [proc for proc in procs if proc.pid != self.popen.pid]
         for proc in procs:
             try:
                 proc.send_signal(signal.SIGTERM)
             except psutil.NoSuchProcess:
                 continue
-        _, alive = psutil.wait_procs(procs, timeout=grace)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=grace)
+        _, alive = psutil.wait_procs(children, timeout=grace)
         for proc in alive:
             try:
                 proc.kill()
             except psutil.NoSuchProcess:
                 continue
         psutil.wait_procs(alive, timeout=grace)
-        try:
-            self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.kill(self.popen.pid, signal.SIGKILL)
 
 
 def directory_bytes(path: Path) -> int:

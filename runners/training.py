@@ -107,6 +107,9 @@ class TrainingDriver:
 
         self._say(f"placing {self.job['spec']['instance_count']} nodes for {self.training_id}")
         group = self.cluster = NodeGroup(self.job, self.stop_requested)
+        # ray.init (inside NodeGroup) installs its own SIGTERM handler: a stop must reach us.
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
         group.place()
         group.stage()
         self._started()
