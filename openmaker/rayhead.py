@@ -21,6 +21,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+from chalicelib.dispatch.ray_auth import ray_auth_headers
 
 START_TIMEOUT_SECONDS = 90.0
 
@@ -32,9 +35,14 @@ def free_port() -> int:
         return port
 
 
+def _get(url: str, timeout: float) -> Any:
+    request = urllib.request.Request(url, headers=ray_auth_headers())
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+        with _get(f"{url}/api/version", timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -42,7 +50,7 @@ def _answers(url: str) -> bool:
 
 def _has_alive_node(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/api/v0/nodes?limit=10", timeout=5) as response:
+        with _get(f"{url}/api/v0/nodes?limit=10", timeout=5) as response:
             data = json.loads(response.read())
     except (OSError, ValueError):
         return False

@@ -18,6 +18,7 @@ from chalicelib.dispatch.base import (
     JobSubmission,
     NodeCapacity,
 )
+from chalicelib.dispatch.ray_auth import ray_auth_headers
 
 NODES_TTL_SECONDS = 5.0
 
@@ -30,11 +31,10 @@ class RayJobsBackend:
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        headers.update(ray_auth_headers())  # a cluster with token auth (never logged)
         request = urllib.request.Request(
-            self.address + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
+            self.address + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
