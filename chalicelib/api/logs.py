@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
 from chalicelib.domain import states
 from chalicelib.domain.common import Paging, WireModel
 from chalicelib.domain.training import LogSearchQuery, TrainingLogQuery
+from chalicelib.errors import NotFoundError
 from chalicelib.objectstore import platform_store
-from chalicelib.services import joblogs, trainings
+from chalicelib.services import joblogs, trainings, tunings
 from chalicelib.services.joblogs import LogRecord
 from chalicelib.store import models
 from chalicelib.store.db import get_database
@@ -35,6 +37,34 @@ def _status(appkey: str, training_id: str) -> str:
         return row.status
 
 
+def _follow(
+    prefix: str,
+    query: TrainingLogQuery,
+    status: Callable[[], str],
+    machine: states.StateMachine[Any],
+) -> TrainingLog:
+    """A page of a job's log, or the lines after ``query.cursor``; ``follow`` waits for new
+    lines while the job has not ended (``status`` reads it anew on each round)."""
+    store = platform_store()
+    current = status()
+    if query.page is not None:
+        records, total = joblogs.page_logs(
+            store, prefix, page=query.page, limit=query.limit, source=query.source
+        )
+        paging = Paging(page=query.page, limit=query.limit, total_count=total)
+        return TrainingLog(log_list=records, training_status_code=current, paging=paging)
+    deadline = time.monotonic() + (query.wait_seconds if query.follow else 0)
+    while True:
+        records, cursor = joblogs.read_logs(
+            store, prefix, cursor=query.cursor, limit=query.limit, source=query.source
+        )
+        ended = states.is_terminal(machine, current)
+        if records or ended or time.monotonic() >= deadline:
+            return TrainingLog(log_list=records, next_cursor=cursor, training_status_code=current)
+        time.sleep(FOLLOW_POLL_SECONDS)
+        current = status()
+
+
 @api.route(
     "/trainings/{trainingId}/logs",
     "GET",
@@ -44,25 +74,63 @@ def _status(appkey: str, training_id: str) -> str:
     response_model=TrainingLog,
 )
 def training_logs(ctx: RequestContext, training_id: str, query: TrainingLogQuery) -> TrainingLog:
-    status = _status(ctx.appkey, training_id)
-    store = platform_store()
     prefix = trainings.log_prefix(ctx.appkey, training_id)
-    if query.page is not None:
-        records, total = joblogs.page_logs(
-            store, prefix, page=query.page, limit=query.limit, source=query.source
-        )
-        paging = Paging(page=query.page, limit=query.limit, total_count=total)
-        return TrainingLog(log_list=records, training_status_code=status, paging=paging)
-    deadline = time.monotonic() + (query.wait_seconds if query.follow else 0)
-    while True:
-        records, cursor = joblogs.read_logs(
-            store, prefix, cursor=query.cursor, limit=query.limit, source=query.source
-        )
-        ended = states.is_terminal(states.TRAINING, status)
-        if records or ended or time.monotonic() >= deadline:
-            return TrainingLog(log_list=records, next_cursor=cursor, training_status_code=status)
-        time.sleep(FOLLOW_POLL_SECONDS)
-        status = _status(ctx.appkey, training_id)
+    return _follow(prefix, query, lambda: _status(ctx.appkey, training_id), states.TRAINING)
+
+
+def _trial_status(appkey: str, tuning_id: str, trial_id: str) -> str:
+    with get_database().session(read_only=True) as session:
+        get_owned(session, models.HyperparameterTuning, appkey, tuning_id, "hyperparameter tuning")
+        trial = session.get(models.Trial, trial_id)
+        if trial is None or trial.tuning_id != tuning_id:
+            raise NotFoundError(f"trial {trial_id[:64]} not found")
+        return trial.status
+
+
+@api.route(
+    "/hyperparameter-tunings/{hyperparameterTuningId}/trials/{trialId}/logs",
+    "GET",
+    summary="A trial's log lines: a page, or the lines after a cursor (follow waits)",
+    query=TrainingLogQuery,
+    response_key="trialLog",
+    response_model=TrainingLog,
+)
+def trial_logs(
+    ctx: RequestContext, hyperparameter_tuning_id: str, trial_id: str, query: TrainingLogQuery
+) -> TrainingLog:
+    prefix = tunings.trial_log_prefix(ctx.appkey, trial_id)
+    return _follow(
+        prefix,
+        query,
+        lambda: _trial_status(ctx.appkey, hyperparameter_tuning_id, trial_id),
+        states.TRIAL,
+    )
+
+
+@api.route(
+    "/hyperparameter-tunings/{hyperparameterTuningId}/logs",
+    "GET",
+    summary="The tuning driver's own log (its decisions: trials created, early-stopped, ...)",
+    query=TrainingLogQuery,
+    response_key="hyperparameterTuningLog",
+    response_model=TrainingLog,
+)
+def tuning_logs(
+    ctx: RequestContext, hyperparameter_tuning_id: str, query: TrainingLogQuery
+) -> TrainingLog:
+    def status() -> str:
+        with get_database().session(read_only=True) as session:
+            row = get_owned(
+                session,
+                models.HyperparameterTuning,
+                ctx.appkey,
+                hyperparameter_tuning_id,
+                "hyperparameter tuning",
+            )
+            return row.status
+
+    prefix = tunings.log_prefix(ctx.appkey, hyperparameter_tuning_id)
+    return _follow(prefix, query, status, states.HYPERPARAMETER_TUNING)
 
 
 def _logged_resources(appkey: str, kind: str) -> list[str]:

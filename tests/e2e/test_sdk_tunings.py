@@ -127,6 +127,21 @@ def test_a_grid_tuning_runs_every_point_and_keeps_the_best_model(
     kept = sorted(p.parent.name for p in out.rglob("model.txt"))
     best_number = best["trialName"].split("-")[1]
     assert kept == [best_number]  # only the best trial's model directory is kept
+    trial_log = requests.get(
+        f"{platform.api_url}/hyperparameter-tunings/{done.hyperparameter_tuning_id}"
+        f"/trials/{best['trialId']}/logs",
+        params={"page": 1},
+        headers=platform.auth_headers,
+        timeout=10,
+    ).json()["trialLog"]
+    assert any(line["body"].startswith("epoch=3 loss=") for line in trial_log["logList"])
+    driver_log = requests.get(
+        f"{platform.api_url}/hyperparameter-tunings/{done.hyperparameter_tuning_id}/logs",
+        params={"page": 1},
+        headers=platform.auth_headers,
+        timeout=10,
+    ).json()["hyperparameterTuningLog"]
+    assert any("SuggestionEndReached" in line["body"] for line in driver_log["logList"])
     sdk_view = sdk.HyperparameterTuning(done.hyperparameter_tuning_id)
     assert sdk_view.optimal_trial is not None and sdk_view.successful_trial_count == 8
 
