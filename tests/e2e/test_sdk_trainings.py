@@ -61,7 +61,7 @@ def wait_until(
     platform: RunningPlatform, training_id: str, statuses: set[str], timeout: float = 120
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    seen = []
+    seen: list[str] = []
     while time.monotonic() < deadline:
         body = training(platform, training_id)
         if not seen or seen[-1] != body["trainingStatusCode"]:
