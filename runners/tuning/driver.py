@@ -38,7 +38,7 @@ from runners.monitor import MetricsReporter
 from runners.tuning.search import Search, Suggestion, open_storage
 from runners.tuning.trial import Call, Launcher, RayLauncher, Worker, WorkerLostError
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1  # a round: worker answers, exits and free slots are seen within this
 STORAGE_CHECK_SECONDS = 5.0
 ANSWER_SECONDS = 10.0  # how long one round waits for a worker's answers
 HEARTBEAT_SECONDS = 60.0  # a running trial's worker silent this long is lost
