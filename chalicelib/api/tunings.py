@@ -165,7 +165,7 @@ def _verify(ctx: RequestContext, tuning_id: str) -> None:
     authenticated=False,
     prefixed=False,
 )
-def runner_job(ctx: RequestContext, hyperparameter_tuning_id: str) -> dict[str, Any]:
+def tuning_runner_job(ctx: RequestContext, hyperparameter_tuning_id: str) -> dict[str, Any]:
     _verify(ctx, hyperparameter_tuning_id)
     return tunings.job_spec(ctx.session, hyperparameter_tuning_id)
 
@@ -180,7 +180,7 @@ def runner_job(ctx: RequestContext, hyperparameter_tuning_id: str) -> dict[str, 
     authenticated=False,
     prefixed=False,
 )
-def runner_report(
+def tuning_runner_report(
     ctx: RequestContext, hyperparameter_tuning_id: str, body: TuningReport
 ) -> TuningStatus:
     _verify(ctx, hyperparameter_tuning_id)
@@ -199,7 +199,7 @@ def runner_report(
     authenticated=False,
     prefixed=False,
 )
-def runner_trial(
+def tuning_runner_trial(
     ctx: RequestContext, hyperparameter_tuning_id: str, body: TrialReport
 ) -> dict[str, Any]:
     _verify(ctx, hyperparameter_tuning_id)
@@ -216,6 +216,8 @@ def runner_trial(
     authenticated=False,
     prefixed=False,
 )
-def runner_metrics(ctx: RequestContext, hyperparameter_tuning_id: str, body: MetricReport) -> int:
+def tuning_runner_metrics(
+    ctx: RequestContext, hyperparameter_tuning_id: str, body: MetricReport
+) -> int:
     _verify(ctx, hyperparameter_tuning_id)
     return monitoring.record(ctx.session, tunings.KIND, hyperparameter_tuning_id, body.samples)
