@@ -29,7 +29,13 @@ from chalicelib.dispatch import (
 from chalicelib.domain import states
 from chalicelib.domain.catalog import Flavor
 from chalicelib.domain.common import utc_now
-from chalicelib.errors import BadRequestError, InvalidTransition, NotFoundError, StaleStateError
+from chalicelib.errors import (
+    BadRequestError,
+    DependentResourceError,
+    InvalidTransition,
+    NotFoundError,
+    StaleStateError,
+)
 from chalicelib.objectstore import platform_store
 from chalicelib.observability import logger
 from chalicelib.store.db import Database
@@ -97,6 +103,37 @@ def advance(
         session.refresh(row)
         if job.on_advance is not None:
             job.on_advance(session, row, str(step))
+
+
+def request_stop(session: Session, job: JobKind, row: Any) -> bool:
+    """The user's stop: STOP_IN_PROGRESS, or STOPPED at once for a job never dispatched.
+
+    Returns whether Ray must be told (the driver then settles STOPPED, or the tick does).
+    """
+    if states.is_terminal(job.machine, row.status):
+        raise InvalidTransition(job.kind, row.status, "STOP_IN_PROGRESS")
+    if row.status == "STOP_IN_PROGRESS":
+        return True
+    never_dispatched = row.status == "CREATE_REQUESTED" and row.dispatched_at is None
+    set_status(session, row, job.machine, "STOP_IN_PROGRESS", reason="stopped by the user")
+    if never_dispatched:
+        advance(session, job, row, "STOPPED", "stopped by the user before it ran")
+    return not never_dispatched
+
+
+def check_deletable(
+    session: Session, job: JobKind, row: Any, dependents: dict[str, Callable[[Session, str], int]]
+) -> None:
+    """Refuse (409) to delete a job that has not ended or that other resources still use."""
+    if not states.is_terminal(job.machine, row.status):
+        raise DependentResourceError(
+            f"{job.label} {row.name} is {row.status}; stop it and delete it when it has ended"
+        )
+    in_use = {label: count(session, row.id) for label, count in dependents.items()}
+    in_use = {label: n for label, n in in_use.items() if n}
+    if in_use:
+        listed = ", ".join(f"{n} {label}" for label, n in sorted(in_use.items()))
+        raise DependentResourceError(f"{job.label} {row.name} is used by {listed}")
 
 
 def dispatch(database: Database, job: JobKind, job_id: str) -> None:

@@ -33,8 +33,6 @@ from chalicelib.domain.training import (
     TrainingSpec,
 )
 from chalicelib.errors import (
-    DependentResourceError,
-    InvalidTransition,
     NotFoundError,
     ValidationError,
 )
@@ -44,7 +42,7 @@ from chalicelib.services.catalog import get_catalog
 from chalicelib.services.training_spec import validate_training_spec
 from chalicelib.store import models
 from chalicelib.store.db import Database
-from chalicelib.store.repository import get_owned, page, set_status
+from chalicelib.store.repository import get_owned, page
 
 KIND = "training"
 MACHINE = states.TRAINING
@@ -301,31 +299,12 @@ class TrainingService:
 
     def stop(self, training_id: str) -> tuple[Training, bool]:
         """Move to STOP_IN_PROGRESS; return the view and whether Ray must be told."""
-        row = self._row(training_id)
-        if states.is_terminal(MACHINE, row.status):
-            raise InvalidTransition(KIND, row.status, str(S.STOP_IN_PROGRESS))
-        if row.status == S.STOP_IN_PROGRESS:
-            return self.get(training_id), True
-        never_dispatched = row.status == S.CREATE_REQUESTED and row.dispatched_at is None
-        set_status(self.session, row, MACHINE, S.STOP_IN_PROGRESS, reason="stopped by the user")
-        if never_dispatched:
-            set_status(
-                self.session, row, MACHINE, S.STOPPED, reason="stopped by the user before it ran"
-            )
-            row.ended_at = utc_now()
-        return self.get(training_id), not never_dispatched
+        tell_ray = jobs.request_stop(self.session, JOB, self._row(training_id))
+        return self.get(training_id), tell_ray
 
     def delete(self, training_id: str) -> None:
         row = self._row(training_id)
-        if not states.is_terminal(MACHINE, row.status):
-            raise DependentResourceError(
-                f"training {row.name} is {row.status}; stop it and delete it when it has ended"
-            )
-        in_use = {label: count(self.session, row.id) for label, count in DEPENDENTS.items()}
-        in_use = {label: n for label, n in in_use.items() if n}
-        if in_use:
-            listed = ", ".join(f"{n} {label}" for label, n in sorted(in_use.items()))
-            raise DependentResourceError(f"training {row.name} is used by {listed}")
+        jobs.check_deletable(self.session, JOB, row, DEPENDENTS)
         use_log = bool(row.spec.get("use_log"))
         self.session.delete(row)
         monitoring.remove(self.session, training_id)

@@ -33,8 +33,6 @@ from chalicelib.domain.tuning import (
 )
 from chalicelib.errors import (
     BadRequestError,
-    DependentResourceError,
-    InvalidTransition,
     NotFoundError,
     ValidationError,
 )
@@ -45,7 +43,7 @@ from chalicelib.services.trainings import check_uris, resolve_experiment
 from chalicelib.services.tuning_spec import validate_tuning_spec
 from chalicelib.store import models
 from chalicelib.store.db import Database
-from chalicelib.store.repository import get_owned, page, set_status
+from chalicelib.store.repository import get_owned, page
 from chalicelib.store.studies import optuna_storage_url
 
 KIND = "hyperparameter_tuning"
@@ -418,29 +416,13 @@ class TuningService:
         return self._insert(new_name, source.description, experiment, spec, source.tags)
 
     def stop(self, tuning_id: str) -> tuple[HyperparameterTuning, bool]:
-        row = self._row(tuning_id)
-        if states.is_terminal(MACHINE, row.status):
-            raise InvalidTransition(KIND, row.status, str(S.STOP_IN_PROGRESS))
-        if row.status == S.STOP_IN_PROGRESS:
-            return self.get(tuning_id), True
-        never_dispatched = row.status == S.CREATE_REQUESTED and row.dispatched_at is None
-        set_status(self.session, row, MACHINE, S.STOP_IN_PROGRESS, reason="stopped by the user")
-        if never_dispatched:
-            jobs.advance(self.session, JOB, row, S.STOPPED, "stopped by the user before it ran")
-        return self.get(tuning_id), not never_dispatched
+        """Move to STOP_IN_PROGRESS; return the view and whether Ray must be told."""
+        tell_ray = jobs.request_stop(self.session, JOB, self._row(tuning_id))
+        return self.get(tuning_id), tell_ray
 
     def delete(self, tuning_id: str) -> None:
         row = self._row(tuning_id)
-        if not states.is_terminal(MACHINE, row.status):
-            raise DependentResourceError(
-                f"hyperparameter tuning {row.name} is {row.status}; "
-                "stop it and delete it when it has ended"
-            )
-        in_use = {label: count(self.session, row.id) for label, count in DEPENDENTS.items()}
-        in_use = {label: n for label, n in in_use.items() if n}
-        if in_use:
-            listed = ", ".join(f"{n} {label}" for label, n in sorted(in_use.items()))
-            raise DependentResourceError(f"hyperparameter tuning {row.name} is used by {listed}")
+        jobs.check_deletable(self.session, JOB, row, DEPENDENTS)
         trial_ids = list(
             self.session.scalars(select(models.Trial.id).where(models.Trial.tuning_id == row.id))
         )
