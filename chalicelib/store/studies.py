@@ -1,12 +1,25 @@
 """Where the Optuna studies of hyperparameter tunings live, next to the platform's database
-but never in its tables (the control plane tells the tuning driver; it imports no Optuna)."""
+but never in its tables (the control plane tells the tuning driver; it imports no Optuna),
+and how a deleted tuning's study goes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    delete,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import NullPool
 
 OPTUNA_SCHEMA = "optuna"  # PostgreSQL: Optuna's tables (and its alembic_version) live here
 
@@ -43,3 +56,85 @@ def optuna_storage_url(database_url: str) -> tuple[str, dict[str, Any]]:
             "pool_pre_ping": True,
         }
     raise ValueError(f"no Optuna storage for a {backend!r} database (SQLite or PostgreSQL)")
+
+
+# Optuna's tables (optuna/storages/_rdb/models.py), children before their parents; one that an
+# older Optuna schema lacks is skipped.
+TRIAL_CHILDREN = (
+    "trial_params",
+    "trial_values",
+    "trial_intermediate_values",
+    "trial_user_attributes",
+    "trial_system_attributes",
+    "trial_heartbeats",
+)
+STUDY_CHILDREN = ("study_directions", "study_user_attributes", "study_system_attributes")
+
+
+def _optuna_tables(schema: str | None) -> dict[str, Table]:
+    """Just the columns a delete needs: ids and the study's name."""
+    metadata = MetaData(schema=schema)
+    tables = {
+        "studies": Table(
+            "studies", metadata, Column("study_id", Integer), Column("study_name", String)
+        ),
+        "trials": Table(
+            "trials", metadata, Column("trial_id", Integer), Column("study_id", Integer)
+        ),
+    }
+    for name in TRIAL_CHILDREN:
+        tables[name] = Table(name, metadata, Column("trial_id", Integer))
+    for name in STUDY_CHILDREN:
+        tables[name] = Table(name, metadata, Column("study_id", Integer))
+    return tables
+
+
+def delete_study(database_url: str, study_name: str) -> bool:
+    """Delete the Optuna study ``study_name`` of the platform on ``database_url``.
+
+    Runs SQLAlchemy Core against Optuna's own tables, children first, in one transaction, so
+    the control plane needs no Optuna. Storage that was never made (no tuning ever ran: the
+    SQLite file or the PostgreSQL schema is missing) means there is no study, and nothing is
+    created to find that out.
+
+    Returns:
+        True when the study was there and is gone; False when there was no such study.
+    """
+    url, engine_kwargs = optuna_storage_url(database_url)
+    parsed = make_url(url)
+    postgresql = parsed.get_backend_name() == "postgresql"
+    if not postgresql and not Path(str(parsed.database)).is_file():
+        return False  # connecting would create the file
+    schema = OPTUNA_SCHEMA if postgresql else None
+    engine = create_engine(url, poolclass=NullPool, **engine_kwargs)
+    try:
+        with engine.begin() as connection:
+            present = set(inspect(connection).get_table_names(schema=schema))
+            if not {"studies", "trials"} <= present:
+                return False
+            return _delete_rows(connection, _optuna_tables(schema), present, study_name)
+    finally:
+        engine.dispose()
+
+
+def _delete_rows(
+    connection: Connection, tables: dict[str, Table], present: set[str], study_name: str
+) -> bool:
+    studies, trials = tables["studies"], tables["trials"]
+    study_id = connection.scalar(
+        select(studies.c.study_id).where(studies.c.study_name == study_name)
+    )
+    if study_id is None:
+        return False
+    trial_ids = select(trials.c.trial_id).where(trials.c.study_id == study_id)
+    for name in TRIAL_CHILDREN:
+        if name in present:
+            table = tables[name]
+            connection.execute(delete(table).where(table.c.trial_id.in_(trial_ids)))
+    connection.execute(delete(trials).where(trials.c.study_id == study_id))
+    for name in STUDY_CHILDREN:
+        if name in present:
+            table = tables[name]
+            connection.execute(delete(table).where(table.c.study_id == study_id))
+    connection.execute(delete(studies).where(studies.c.study_id == study_id))
+    return True
