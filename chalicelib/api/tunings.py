@@ -9,7 +9,7 @@ from pydantic import Field
 from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
 from chalicelib.dispatch import get_backend
 from chalicelib.domain.common import WireModel
-from chalicelib.domain.monitoring import MetricReport
+from chalicelib.domain.monitoring import MetricReport, Monitoring, MonitoringQuery
 from chalicelib.domain.tuning import (
     HyperparameterTuning,
     HyperparameterTuningCopy,
@@ -125,9 +125,24 @@ def copy_tuning(
     return view
 
 
-@api.route(ONE, "DELETE", summary="Delete an ended hyperparameter tuning")
+@api.route(ONE, "DELETE", summary="Delete an ended hyperparameter tuning (and its Optuna study)")
 def delete_tuning(ctx: RequestContext, hyperparameter_tuning_id: str) -> None:
     TuningService(ctx.session, ctx.appkey).delete(hyperparameter_tuning_id)
+    ctx.after_commit.append(lambda: tunings.forget_study(hyperparameter_tuning_id))
+
+
+@api.route(
+    ONE + "/monitoring",
+    "GET",
+    summary="CPU, memory and GPU of a tuning's trial nodes over time (for charts)",
+    query=MonitoringQuery,
+    response_key="monitoring",
+    response_model=Monitoring,
+)
+def tuning_monitoring(
+    ctx: RequestContext, hyperparameter_tuning_id: str, query: MonitoringQuery
+) -> Monitoring:
+    return TuningService(ctx.session, ctx.appkey).monitoring(hyperparameter_tuning_id, query)
 
 
 # -- the driver's side (signed with the job's runner token) --------------------------------

@@ -20,6 +20,7 @@ from chalicelib.config import get_settings
 from chalicelib.domain import states
 from chalicelib.domain.catalog import Flavor
 from chalicelib.domain.common import NAME_MAX_LENGTH, Paging, utc_now
+from chalicelib.domain.monitoring import Monitoring, MonitoringQuery
 from chalicelib.domain.training import TrainingSpec
 from chalicelib.domain.tuning import (
     HyperparameterTuning,
@@ -37,14 +38,15 @@ from chalicelib.errors import (
     ValidationError,
 )
 from chalicelib.objectstore import platform_store
-from chalicelib.services import experiments, jobs
+from chalicelib.observability import logger
+from chalicelib.services import experiments, jobs, monitoring
 from chalicelib.services.catalog import get_catalog
 from chalicelib.services.trainings import check_uris, resolve_experiment
 from chalicelib.services.tuning_spec import validate_tuning_spec
 from chalicelib.store import models
 from chalicelib.store.db import Database
 from chalicelib.store.repository import get_owned, page
-from chalicelib.store.studies import optuna_storage_url
+from chalicelib.store.studies import delete_study, optuna_storage_url
 
 KIND = "hyperparameter_tuning"
 RUNNER_KIND = "hyperparameter-tuning"
@@ -76,6 +78,12 @@ def log_prefix(appkey: str, tuning_id: str) -> str:
 
 def trial_log_prefix(appkey: str, trial_id: str) -> str:
     return f"logs/trial/{appkey}/{trial_id}/"
+
+
+def study_name(tuning_id: str) -> str:
+    """The name of a tuning's Optuna study (what the driver is told, and what a delete
+    removes)."""
+    return tuning_id
 
 
 def _driver_resources(spec: dict[str, Any]) -> tuple[float, float, int]:
@@ -428,12 +436,21 @@ class TuningService:
         )
         use_log = bool(row.spec.get("use_log"))
         self.session.delete(row)
+        monitoring.remove(self.session, tuning_id)
         store = platform_store()
         store.remove_prefix(f"jobs/{KIND}/{tuning_id}/")
         if not use_log:
             store.remove_prefix(log_prefix(self.appkey, tuning_id))
             for trial_id in trial_ids:
                 store.remove_prefix(trial_log_prefix(self.appkey, trial_id))
+
+    def monitoring(self, tuning_id: str, query: MonitoringQuery) -> Monitoring:
+        """CPU, memory and GPU of the trials' nodes (``trial{n}-node{rank}``) over time."""
+        self._row(tuning_id)
+        nodes = monitoring.series(
+            self.session, tuning_id, since=query.since, until=query.until, points=query.points
+        )
+        return Monitoring(resource_id=tuning_id, node_list=nodes)
 
     def _row(self, tuning_id: str) -> models.HyperparameterTuning:
         return get_owned(
@@ -476,7 +493,7 @@ def job_spec(session: Session, tuning_id: str) -> dict[str, Any]:
         "hyperparameterSpecList": row.spec.get("hyperparameter_spec_wire", []),
         "nodesPerTrial": _nodes_per_trial(row.spec),
         "optunaStorage": {"url": url, "engineKwargs": engine_kwargs},
-        "studyName": row.id,
+        "studyName": study_name(row.id),
         "warmStartStudyName": row.spec.get("warm_start_hyperparameter_tuning_id"),
         "logPrefix": log_prefix(row.appkey, row.id),
         "logMetaKey": f"logs-meta/{KIND}/{row.appkey}/{row.id}.json",
@@ -554,6 +571,24 @@ def upsert_trial(session: Session, tuning_id: str, payload: dict[str, Any]) -> d
         "modelUploadUri": model_uri,
         "checkPointUploadUri": checkpoint_uri,
     }
+
+
+def forget_study(tuning_id: str) -> None:
+    """Delete the Optuna study of a tuning whose delete has committed; a failure is logged.
+
+    After the commit, not before: a study deleted inside the transaction would be lost if
+    the tuning's delete then rolled back. And a failure does not fail the user's delete: the
+    tuning is gone either way, and what is left is only storage (a study named by an id
+    that is never reused; a later warm start from it starts cold). Nothing retries it: the
+    log names the tuning, whose study an operator may delete the same way.
+    """
+    try:
+        delete_study(get_settings().database_url, study_name(tuning_id))
+    except Exception:  # noqa: BLE001 - logged; the tuning's delete stands
+        logger.exception(
+            "the Optuna study of a deleted hyperparameter tuning was left behind",
+            extra={"hyperparameterTuningId": tuning_id},
+        )
 
 
 def dispatch(database: Database, tuning_id: str) -> None:

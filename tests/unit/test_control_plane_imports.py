@@ -1,5 +1,5 @@
 """The control plane is what Chalice packages for Lambda: it must not pull in Ray, torch,
-the runners or the CLI (DESIGN.md section 1)."""
+Optuna, the runners or the CLI (DESIGN.md section 1)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def test_importing_the_app_loads_no_ray_torch_or_runner_code() -> None:
     probe = (
         "import sys, app\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'ray', 'torch', 'runners', 'sklearn', 'tensorboard', 'openmaker'})\n"
+        "{'ray', 'torch', 'runners', 'sklearn', 'tensorboard', 'openmaker', 'optuna'})\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run(
