@@ -1,11 +1,12 @@
 """TensorBoard on demand, behind the platform's own authentication.
 
-``tensorboardAccessUri`` of a training or an experiment is ``/tensorboard/{kind}s/{id}/`` on
-the platform. :class:`TensorBoardProxy` answers those paths before Chalice routing: it
-authenticates the caller (an API token header, or the cookie a ticket was exchanged for),
-checks that the board's resource belongs to the caller's appkey, asks the
-:class:`TensorBoardManager` of this server worker for a TensorBoard over the resource's
-``EM_TENSORBOARD_LOG_DIR`` directories, and streams the request to it over loopback.
+``tensorboardAccessUri`` of a training, an experiment or a hyperparameter tuning is
+``/tensorboard/{kind}s/{id}/`` on the platform. :class:`TensorBoardProxy` answers those paths
+before Chalice routing: it authenticates the caller (an API token header, or the cookie a
+ticket was exchanged for), checks that the board's resource belongs to the caller's appkey,
+asks the :class:`TensorBoardManager` of this server worker for a TensorBoard over the
+resource's ``EM_TENSORBOARD_LOG_DIR`` directories, and streams the request to it over
+loopback.
 
 Each TensorBoard is a child process (``python -m openmaker.tensorboard``: TensorBoard's own
 server, plus a watch that ends it when the worker that started it is gone) listening on
@@ -402,8 +403,9 @@ class TensorBoardUnavailableError(OpenMakerError):
 
 
 class TensorBoardProxy:
-    """Answers ``/tensorboard/{trainings|experiments}/{id}/...``. Errors are raised as
-    ``OpenMakerError`` for the WSGI adapter to render in the API's envelope."""
+    """Answers ``/tensorboard/{trainings|experiments|hyperparameter-tunings}/{id}/...``.
+    Errors are raised as ``OpenMakerError`` for the WSGI adapter to render in the API's
+    envelope."""
 
     def __init__(self, manager: TensorBoardManager | None = None) -> None:
         self._manager = manager

@@ -2,9 +2,10 @@
 
 A browser cannot send the API token with a plain link, so the console asks for a ticket
 (``POST /tensorboard-tickets``): a short-lived, HMAC-signed value bound to the appkey and to
-one training or experiment. Opening ``{tensorboardAccessUri}?ticket=...`` exchanges it for
-an HttpOnly, SameSite=Strict cookie scoped to that board's path (see ``openmaker.tensorboard``,
-which proxies ``/tensorboard/`` to a TensorBoard process started on demand).
+one training, experiment or hyperparameter tuning. Opening
+``{tensorboardAccessUri}?ticket=...`` exchanges it for an HttpOnly, SameSite=Strict cookie
+scoped to that board's path (see ``openmaker.tensorboard``, which proxies ``/tensorboard/``
+to a TensorBoard process started on demand).
 
 The signing key lives in a 0600 file of its own under ``OPENMAKER_HOME`` (not the runner
 secret, which the runner nodes can read).
@@ -22,9 +23,10 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import StringConstraints, model_validator
 from sqlalchemy import select
@@ -39,31 +41,55 @@ from chalicelib.store.repository import get_owned
 
 api = ResourceApi(__name__, "tensorboard")
 
-Kind = Literal["training", "experiment"]
-KINDS: dict[str, Kind] = {"trainings": "training", "experiments": "experiment"}
+Kind = Literal["training", "experiment", "hyperparameter-tuning"]
+# The path segment of each board kind (``/tensorboard/{segment}/{id}/``).
+KINDS: dict[str, Kind] = {
+    "trainings": "training",
+    "experiments": "experiment",
+    "hyperparameter-tunings": "hyperparameter-tuning",
+}
+# The resource behind each kind, and what a 404 calls it.
+RESOURCES: dict[Kind, tuple[Any, str]] = {
+    "training": (models.Training, "training"),
+    "experiment": (models.Experiment, "experiment"),
+    "hyperparameter-tuning": (models.HyperparameterTuning, "hyperparameter tuning"),
+}
 TICKET = "ticket"
 COOKIE = "cookie"
 COOKIE_NAME = "om_tb"
 TICKET_SECONDS = 60
 COOKIE_SECONDS = 12 * 3600
 SECRET_FILE_NAME = "tensorboard.secret"
-# Where an experiment without trainings points TensorBoard: a directory nobody writes.
+# Where an experiment without trainings (a tuning without trials) points TensorBoard: a
+# directory nobody writes.
 EMPTY_LOGDIR = ".no-trainings"
 
 ResourceId = Annotated[str, StringConstraints(min_length=1, max_length=36)]
 
 
 class TensorBoardTicketCreate(WireModel):
-    """Exactly one of ``trainingId`` and ``experimentId``."""
+    """Exactly one of ``trainingId``, ``experimentId`` and ``hyperparameterTuningId``."""
 
     training_id: ResourceId | None = None
     experiment_id: ResourceId | None = None
+    hyperparameter_tuning_id: ResourceId | None = None
 
     @model_validator(mode="after")
     def _one_resource(self) -> TensorBoardTicketCreate:
-        if (self.training_id is None) == (self.experiment_id is None):
-            raise ValueError("give exactly one of trainingId and experimentId")
+        if len(self.boards()) != 1:
+            raise ValueError(
+                "give exactly one of trainingId, experimentId and hyperparameterTuningId"
+            )
         return self
+
+    def boards(self) -> list[tuple[Kind, str]]:
+        """The (kind, id) pairs the body names."""
+        named: list[tuple[Kind, str | None]] = [
+            ("training", self.training_id),
+            ("experiment", self.experiment_id),
+            ("hyperparameter-tuning", self.hyperparameter_tuning_id),
+        ]
+        return [(kind, resource_id) for kind, resource_id in named if resource_id is not None]
 
 
 class TensorBoardTicket(WireModel):
@@ -171,9 +197,15 @@ def training_logdir(appkey: str, training_id: str) -> Path:
 
 
 def owner_of(session: Session, kind: Kind, resource_id: str) -> str | None:
-    """The appkey that owns a training or experiment, or None when there is none."""
-    model = models.Training if kind == "training" else models.Experiment
-    return session.scalar(select(model.appkey).where(model.id == resource_id))
+    """The appkey that owns a board's resource, or None when there is none."""
+    model = RESOURCES[kind][0]
+    found: str | None = session.scalar(select(model.appkey).where(model.id == resource_id))
+    return found
+
+
+def _get_owned(session: Session, appkey: str, kind: Kind, resource_id: str) -> None:
+    model, label = RESOURCES[kind]
+    get_owned(session, model, appkey, resource_id, label)
 
 
 def logdirs(
@@ -182,27 +214,52 @@ def logdirs(
     """(run name, directory) pairs of a board; 404 unless ``appkey`` owns the resource.
 
     A training's board reads its own directory (a single pair with no name); an
-    experiment's board reads each of its trainings' directories, named by training name.
+    experiment's board reads each of its trainings' directories, named by training name; a
+    hyperparameter tuning's board reads each of its trials' directories, named
+    ``trial-{number}`` as the trial list names them.
     """
+    _get_owned(session, appkey, kind, resource_id)
     if kind == "training":
-        get_owned(session, models.Training, appkey, resource_id, "training")
         return (("", str(training_logdir(appkey, resource_id))),)
-    get_owned(session, models.Experiment, appkey, resource_id, "experiment")
-    rows = session.execute(
-        select(models.Training.id, models.Training.name)
-        .where(models.Training.appkey == appkey, models.Training.experiment_id == resource_id)
-        .order_by(models.Training.created_at, models.Training.id)
-    ).all()
-    if not rows:
+    runs = RUNS[kind](session, appkey, resource_id)
+    if not runs:
         empty = get_settings().storage_root / "tensorboard" / EMPTY_LOGDIR
         return (("", str(empty)),)
-    pairs: list[tuple[str, str]] = []
+    return tuple((name, str(training_logdir(appkey, run_id))) for name, run_id in runs)
+
+
+def _experiment_runs(session: Session, appkey: str, experiment_id: str) -> list[tuple[str, str]]:
+    """(run name, training id) of an experiment's trainings; a repeated name gets the id."""
+    rows = session.execute(
+        select(models.Training.id, models.Training.name)
+        .where(models.Training.appkey == appkey, models.Training.experiment_id == experiment_id)
+        .order_by(models.Training.created_at, models.Training.id)
+    ).all()
+    runs: list[tuple[str, str]] = []
     used: set[str] = set()
     for training_id, name in rows:
         run = name if name not in used else f"{name}-{training_id[:8]}"
         used.add(run)
-        pairs.append((run, str(training_logdir(appkey, training_id))))
-    return tuple(pairs)
+        runs.append((run, training_id))
+    return runs
+
+
+def _tuning_runs(session: Session, appkey: str, tuning_id: str) -> list[tuple[str, str]]:
+    """(run name, trial id) of a tuning's trials. A trial runs as a training whose id is the
+    trial's (``runners.tuning.trial.trial_job``), so its ``EM_TENSORBOARD_LOG_DIR`` is
+    :func:`training_logdir` of the trial id."""
+    rows = session.execute(
+        select(models.Trial.id, models.Trial.number)
+        .where(models.Trial.tuning_id == tuning_id)
+        .order_by(models.Trial.number)
+    ).all()
+    return [(f"trial-{number}", trial_id) for trial_id, number in rows]
+
+
+RUNS: dict[Kind, Callable[[Session, str, str], list[tuple[str, str]]]] = {
+    "experiment": _experiment_runs,
+    "hyperparameter-tuning": _tuning_runs,
+}
 
 
 # --- the route -----------------------------------------------------------------------------
@@ -211,7 +268,10 @@ def logdirs(
 @api.route(
     "/tensorboard-tickets",
     "POST",
-    summary="A one-minute ticket that opens a training's or experiment's TensorBoard",
+    summary=(
+        "A one-minute ticket that opens a training's, experiment's or hyperparameter "
+        "tuning's TensorBoard"
+    ),
     body=TensorBoardTicketCreate,
     response_key="tensorboardTicket",
     response_model=TensorBoardTicket,
@@ -220,10 +280,8 @@ def logdirs(
 def create_tensorboard_ticket(
     ctx: RequestContext, body: TensorBoardTicketCreate
 ) -> TensorBoardTicket:
-    kind: Kind = "training" if body.training_id is not None else "experiment"
-    resource_id = body.training_id or body.experiment_id or ""
-    model = models.Training if kind == "training" else models.Experiment
-    get_owned(ctx.session, model, ctx.appkey, resource_id, kind)
+    ((kind, resource_id),) = body.boards()
+    _get_owned(ctx.session, ctx.appkey, kind, resource_id)
     ticket, expires = sign(TICKET, ctx.appkey, kind, resource_id, TICKET_SECONDS)
     url = f"{get_settings().public_url}{board_path(kind, resource_id)}/?ticket={ticket}"
     return TensorBoardTicket(url=url, expires_at=datetime.fromtimestamp(expires, tz=UTC))

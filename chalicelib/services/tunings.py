@@ -86,6 +86,12 @@ def study_name(tuning_id: str) -> str:
     return tuning_id
 
 
+def board_path(tuning_id: str) -> str:
+    """The path of the tuning's TensorBoard: one run per trial (``chalicelib.api.tensorboard``
+    says which directories)."""
+    return f"/tensorboard/hyperparameter-tunings/{tuning_id}/"
+
+
 def _driver_resources(spec: dict[str, Any]) -> tuple[float, float, int]:
     return 0.0, 0.0, 0  # the driver only orchestrates; trials hold the flavor
 
@@ -246,7 +252,8 @@ def to_view(
             "metrics_unavailable_trial_count": counts.get(str(T.METRICS_UNAVAILABLE), 0),
             "optimal_trial_id": best.id if best else None,
             "optimal_trial": trial_view(best) if best else None,
-            "tensorboard_access_uri": None,
+            "tensorboard_access_uri": get_settings().public_url + board_path(row.id),
+            "tensorboard_access_path": board_path(row.id),
             "log_and_crash_app_key": row.appkey if spec.get("use_log") else None,
             "elapsed_time_seconds": _elapsed(row),
             "started_datetime": row.started_at,

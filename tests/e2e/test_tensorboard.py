@@ -1,8 +1,9 @@
 """``tensorboardAccessUri`` opens a real TensorBoard, and only for the tenant it belongs to.
 
-The platform is ``openmaker up`` with its access log on; trainings run on the session's Ray
-head and write scalars to ``EM_TENSORBOARD_LOG_DIR`` with TensorBoard's own writer. Every
-request goes over HTTP to the platform, which starts a TensorBoard per board on demand.
+The platform is ``openmaker up`` with its access log on; trainings (and a tuning's trials) run
+on the session's Ray head and write scalars to ``EM_TENSORBOARD_LOG_DIR`` with TensorBoard's
+own writer. Every request goes over HTTP to the platform, which starts a TensorBoard per board
+on demand.
 """
 
 from __future__ import annotations
@@ -464,6 +465,79 @@ def test_a_training_added_later_joins_the_experiment_board(
     )
 
     assert len(runs) == 3
+
+
+def run_tuning(platform: RunningPlatform, source: Path, models: Path) -> dict[str, Any]:
+    """A GRID tuning of ``writer.py`` over two tags (two trials, one at a time) that ended."""
+    (source / "tuning_writer.py").write_text(WRITER + 'print("loss=0.25", flush=True)\n')
+    body = {
+        "hyperparameterTuningName": unique("tune"),
+        "experimentName": unique("exp"),
+        "imageId": catalog_id(platform, "images", "imageName", CPU_IMAGE),
+        "flavorId": catalog_id(platform, "flavors", "name", ONE_CPU),
+        "instanceCount": 1,
+        "parallelTrialCount": 1,
+        "sourceDirUri": f"file://{source}",
+        "entryPoint": "tuning_writer.py",
+        "modelUploadUri": f"file://{models / 'tuning'}",
+        "timeoutMinutes": 10,
+        "hyperparameterSpecList": [
+            {
+                "hyperparameterName": "tag",
+                "hyperparameterTypeCode": "categorical",
+                "hyperparameterSpecifiedValues": "loss/a,loss/b",
+            }
+        ],
+        "metricList": [{"name": "loss"}],
+        "objectiveMetric": {"name": "loss"},
+        "objectiveTypeCode": "MINIMIZE",
+        "maxTrialCount": 2,
+        "tuningStrategyName": "GRID",
+    }
+    reply = api(platform, "POST", "/hyperparameter-tunings", json=body)
+    assert reply.status_code == 201, reply.text
+    tuning_id = reply.json()["hyperparameterTuning"]["hyperparameterTuningId"]
+    deadline = time.monotonic() + 300
+    while True:
+        tuning: dict[str, Any] = api(
+            platform, "GET", f"/hyperparameter-tunings/{tuning_id}"
+        ).json()["hyperparameterTuning"]
+        status = tuning["hyperparameterTuningStatusCode"]
+        if status == "COMPLETE" or "FAIL" in status or "STOP" in status:
+            break
+        assert time.monotonic() < deadline, f"tuning {tuning_id} still {status}"
+        time.sleep(0.5)
+    assert status == "COMPLETE", tuning
+    return tuning
+
+
+def test_the_tuning_board_shows_one_run_per_trial(
+    board_platform: RunningPlatform, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    tuning = run_tuning(board_platform, source, tmp_path / "models")
+    tuning_id = tuning["hyperparameterTuningId"]
+    uri = tuning["tensorboardAccessUri"]
+
+    tags = poll(
+        lambda: requests.get(
+            f"{uri}data/plugin/scalars/tags", headers=board_platform.auth_headers, timeout=60
+        ),
+        lambda body: len(body) == 2,
+    )
+    ticket = new_ticket(board_platform, {"hyperparameterTuningId": tuning_id})
+    browser = requests.Session()
+    opened = browser.get(ticket.json()["tensorboardTicket"]["url"], timeout=60)
+    other = create_tenant(board_platform)
+    foreign = requests.get(f"{uri}data/runs", headers=other.headers, timeout=30)
+
+    assert uri == f"{board_platform.base_url}/tensorboard/hyperparameter-tunings/{tuning_id}/"
+    assert sorted(tags) == ["trial-0/.", "trial-1/."]
+    assert sorted(tag for run in tags.values() for tag in run) == ["loss/a", "loss/b"]
+    assert opened.status_code == 200 and opened.history[0].status_code == 302
+    assert opened.url == uri
+    assert_envelope(foreign, 404, 40400)
 
 
 # --- the manager with real TensorBoard processes, and their end with the platform ----------

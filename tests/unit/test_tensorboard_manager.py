@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from chalicelib.api import tensorboard as boards
@@ -126,6 +127,16 @@ def test_the_child_is_tensorboard_on_loopback_under_the_board_prefix(harness: Ha
     assert flag(training, "--reload_interval") == "5"
     assert flag(experiment, "--logdir_spec") == "a:/d/a,b:/d/b"
     assert flag(experiment, "--path_prefix") == "/tensorboard/experiments/e1"
+
+
+def test_a_tuning_board_shows_one_run_per_trial_under_its_own_prefix(harness: Harness) -> None:
+    trials = (("trial-0", "/tb/app/trial-a"), ("trial-1", "/tb/app/trial-b"))
+    port = harness.manager.ensure("hyperparameter-tuning", "h1", trials)
+    (tuning,) = (p.command for p in harness.spawned)
+
+    assert flag(tuning, "--logdir_spec") == "trial-0:/tb/app/trial-a,trial-1:/tb/app/trial-b"
+    assert flag(tuning, "--path_prefix") == "/tensorboard/hyperparameter-tunings/h1"
+    assert harness.manager.running() == {("hyperparameter-tuning", "h1"): port}
 
 
 def test_an_idle_tensorboard_is_stopped_and_started_again_on_the_next_request(
@@ -369,6 +380,37 @@ def test_a_ticket_names_its_appkey_only_for_its_own_board(openmaker_home: Path) 
             boards.verify(boards.TICKET, ticket, kind, resource, now=1001)  # type: ignore[arg-type]
 
 
+def test_a_tuning_ticket_opens_neither_a_training_nor_an_experiment_of_that_id(
+    openmaker_home: Path,
+) -> None:
+    ticket, _ = boards.sign(boards.TICKET, "app1", "hyperparameter-tuning", "h1", 60, now=1000)
+
+    assert boards.verify(boards.TICKET, ticket, "hyperparameter-tuning", "h1", now=1001) == "app1"
+    for kind in ("training", "experiment"):
+        with pytest.raises(UnauthorizedError):
+            boards.verify(boards.TICKET, ticket, kind, "h1", now=1001)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"trainingId": "t1", "experimentId": "e1"},
+        {"trainingId": "t1", "hyperparameterTuningId": "h1"},
+        {"experimentId": "e1", "hyperparameterTuningId": "h1"},
+    ],
+)
+def test_a_ticket_body_must_name_exactly_one_board(body: dict[str, str]) -> None:
+    with pytest.raises(pydantic.ValidationError, match="exactly one of"):
+        boards.TensorBoardTicketCreate.model_validate(body)
+
+
+def test_a_ticket_body_names_its_board() -> None:
+    body = boards.TensorBoardTicketCreate.model_validate({"hyperparameterTuningId": "h1"})
+
+    assert body.boards() == [("hyperparameter-tuning", "h1")]
+
+
 def test_an_expired_tampered_or_repurposed_ticket_is_refused(openmaker_home: Path) -> None:
     ticket, _ = boards.sign(boards.TICKET, "app1", "training", "t1", 60, now=1000)
     body, mac = ticket.split(".")
@@ -444,6 +486,8 @@ def test_the_board_root_without_its_slash_redirects_to_it() -> None:
 
     assert status == 301
     assert dict(headers)["Location"] == "/tensorboard/experiments/e1/?a=1"
+    tuning = proxy.handle(environ("/tensorboard/hyperparameter-tunings/h1"))
+    assert dict(tuning[1])["Location"] == "/tensorboard/hyperparameter-tunings/h1/"
 
 
 def test_cookies_are_read_by_name_every_value() -> None:
