@@ -17,7 +17,6 @@ tick settles the tuning even if the report never arrives.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
@@ -38,10 +37,11 @@ from runners.monitor import MetricsReporter
 from runners.tuning.search import Search, Suggestion, open_storage
 from runners.tuning.trial import Call, Launcher, RayLauncher, Worker, WorkerLostError
 
-POLL_SECONDS = 0.1  # a round: worker answers, exits and free slots are seen within this
+POLL_SECONDS = 0.1  # the longest the loop sleeps: a stop request is seen within this
+WATCH_SECONDS = 0.5  # a running trial's watch answers at the latest after this
 STORAGE_CHECK_SECONDS = 5.0
-ANSWER_SECONDS = 10.0  # how long one round waits for a worker's answers
-HEARTBEAT_SECONDS = 60.0  # a running trial's worker silent this long is lost
+ANSWER_SECONDS = 10.0  # how long the driver waits for an answer it needs now
+HEARTBEAT_SECONDS = 60.0  # a running trial's worker silent this long (past its watch) is lost
 KILL_GRACE_SECONDS = 30.0  # a killed trial's process gone by then, or its worker is ended
 FINISH_SECONDS = 30.0  # a finished trial's worker gets this long to clean up
 TRIAL_POST_SECONDS = 5.0  # a trial report retried this long now, then from the outbox
@@ -223,8 +223,8 @@ class Trial:
     number: int
     params: dict[str, str]
     worker: Worker
-    phase: str  # staging, starting, running, stopping (killed, waiting for the exit), uploading
-    call: Call | None = None  # the pending stage/start/upload
+    phase: str  # launching, running, stopping (killed, waiting for the exit), uploading
+    call: Call | None = None  # the pending launch/watch/upload
     outcome: str | None = None  # decided before the exit: EARLY_STOPPED, FAILED (a limit)
     reason: str | None = None
     summary: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -232,6 +232,7 @@ class Trial:
     objective: float | None = None
     answered: float = field(default_factory=time.monotonic)  # the worker's last answer
     stopping_since: float = 0.0
+    next_storage_check: float = 0.0
 
 
 class TuningDriver:
@@ -320,15 +321,16 @@ class TuningDriver:
                 "use one node per trial",
             )
         self._setup()
+        if self.launcher is None:
+            self.launcher = RayLauncher()
+            if self.handle_signals:  # ray.init installs its own SIGTERM handler: take it back
+                self._install_signals()
+        self.launcher.prepare(self.job, self.limits.parallel)  # they boot while the study opens
         try:
             self.search = self._open_search()
         except Exception as exc:  # noqa: BLE001 - a spec or storage problem: nothing ran
             return Ending(CREATE_FAILED, None, f"the search could not start: {exc}")
         self._warm_start()
-        if self.launcher is None:
-            self.launcher = RayLauncher()
-            if self.handle_signals:  # ray.init installs its own SIGTERM handler: take it back
-                self._install_signals()
         current = self.control.report("RUNNING")
         if current != "RUNNING":
             if current in ("STOP_IN_PROGRESS", STOPPED):
@@ -444,6 +446,16 @@ class TuningDriver:
                 self._kill_all()
                 return ending
             self._reap()
+            self._wait()
+
+    def _wait(self) -> None:
+        """Sleep until a worker answers (or a stop request is due to be seen)."""
+        assert self.launcher is not None
+        calls = [t.call for t in self.active.values() if t.call is not None]
+        calls += [call for _worker, call, _deadline in self.closing]
+        if calls and not self.stop_requested.is_set():
+            self.launcher.wait(calls, POLL_SECONDS)
+        else:
             self.stop_requested.wait(POLL_SECONDS)
 
     def _ending(self) -> Ending | None:
@@ -459,7 +471,7 @@ class TuningDriver:
 
     def _launch(self) -> None:
         assert self.search is not None and self.launcher is not None
-        while may_launch(self.tally, len(self.active), self.limits, self.grid_done):
+        while may_launch(self.tally, self._slots_taken(), self.limits, self.grid_done):
             if self.stop_requested.is_set():
                 return
             suggestion = self.pending or (self.adopted.pop(0) if self.adopted else None)
@@ -485,50 +497,35 @@ class TuningDriver:
             self.numbers.add(number)
             self._remember_outputs(number, info)
             worker = self.launcher.spawn(self.job, number, info, params)
-            self.active[number] = Trial(number, params, worker, "staging", worker.call("stage"))
+            self.active[number] = Trial(number, params, worker, "launching", worker.call("launch"))
             shown = ", ".join(f"{name}={value}" for name, value in params.items())
             self._say(f"trial {number} created: {shown}")
 
-    def _advance(self) -> None:
-        """One round over the running trials: answers, observations, exits, limits."""
-        now = time.monotonic()
-        check_storage = now >= self.next_storage_check
-        if check_storage:
-            self.next_storage_check = now + STORAGE_CHECK_SECONDS
-        rounds: dict[int, list[Call]] = {}
-        for number, trial in list(self.active.items()):
-            if trial.phase in ("staging", "starting", "uploading"):
-                self._advance_call(trial)
-            elif trial.phase == "running":
-                worker = trial.worker
-                rounds[number] = [
-                    worker.call("poll"),
-                    worker.call("progress"),
-                    worker.call("limit_problem", check_storage),
-                ]
-            elif trial.phase == "stopping":
-                rounds[number] = [trial.worker.call("poll")]
-        for number, calls in rounds.items():
-            trial = self.active[number]
-            try:
-                answers = [call.result(ANSWER_SECONDS) for call in calls]
-            except WorkerLostError as exc:
-                self._lost(trial, str(exc))
-                continue
-            except TimeoutError:
-                if time.monotonic() - trial.answered > HEARTBEAT_SECONDS:
-                    self._lost(trial, f"it did not answer for {HEARTBEAT_SECONDS:.0f} s")
-                continue
-            trial.answered = time.monotonic()
-            if trial.phase == "stopping":
-                self._stopping(trial, answers[0])
-            else:
-                self._running(trial, answers[0], answers[1], answers[2])
+    def _slots_taken(self) -> int:
+        """Trials running, and ended ones whose worker is still cleaning up."""
+        return len(self.active) + len(self.closing)
 
-    def _advance_call(self, trial: Trial) -> None:
+    def _advance(self) -> None:
+        """Act on every answer that came: launched, watched, uploaded; watch the rest."""
+        for trial in list(self.active.values()):
+            if trial.call is None:
+                self._watch(trial)
+            elif trial.call.done():
+                self._answered(trial)
+            elif trial.phase in ("running", "stopping"):
+                silent = time.monotonic() - trial.answered
+                if silent > HEARTBEAT_SECONDS + WATCH_SECONDS:
+                    self._lost(trial, f"it did not answer for {HEARTBEAT_SECONDS:.0f} s")
+
+    def _watch(self, trial: Trial) -> None:
+        now = time.monotonic()
+        check_storage = now >= trial.next_storage_check
+        if check_storage:
+            trial.next_storage_check = now + STORAGE_CHECK_SECONDS
+        trial.call = trial.worker.call("watch", check_storage, WATCH_SECONDS)
+
+    def _answered(self, trial: Trial) -> None:
         assert trial.call is not None
-        if not trial.call.done():
-            return
         try:
             answer = trial.call.result(ANSWER_SECONDS)
         except WorkerLostError as exc:
@@ -536,23 +533,30 @@ class TuningDriver:
             return
         except TimeoutError:
             return
-        if trial.phase == "staging":
+        trial.call, trial.answered = None, time.monotonic()
+        if trial.phase == "launching":
             if answer:
                 self._settle(trial, FAILED, str(answer))
                 return
-            trial.phase, trial.call = "starting", trial.worker.call("start")
-        elif trial.phase == "starting":
-            if answer:
-                self._settle(trial, FAILED, str(answer))
-                return
-            trial.phase, trial.call, trial.answered = "running", None, time.monotonic()
+            trial.phase = "running"
             self._post(trial.number, trial.params, RUNNING)
             self._say(f"trial {trial.number} running")
+            self._watch(trial)
         elif trial.phase == "uploading":
             if answer:
                 self._settle(trial, FAILED, f"could not upload its outputs: {answer}")
                 return
             self._settle(trial, SUCCEEDED)
+        else:
+            code, observations, summary, problem = answer
+            if trial.phase == "stopping":
+                self._observe(trial, observations)
+                trial.summary = summary or trial.summary
+                self._stopping(trial, code)
+            else:
+                self._running(trial, code, (observations, summary), problem)
+            if trial.number in self.active and trial.call is None:
+                self._watch(trial)
 
     def _running(
         self,
@@ -569,11 +573,6 @@ class TuningDriver:
             self._say(f"trial {trial.number} {trial.reason}")
             return
         if code is not None:
-            try:
-                observations, trial.summary = trial.worker.call("progress").result(ANSWER_SECONDS)
-                self._observe(trial, observations)
-            except (WorkerLostError, TimeoutError):
-                pass  # the summary of the last round stands
             self._exited(trial, int(code))
             return
         if problem:
@@ -636,6 +635,7 @@ class TuningDriver:
             self._settle(trial, FAILED, f"its worker died: {why}", close=False)
 
     def _kill(self, trial: Trial) -> None:
+        """Kill the trial's code; its watch answers with the exit."""
         trial.worker.call("kill")
         trial.phase, trial.stopping_since = "stopping", time.monotonic()
 
@@ -691,16 +691,19 @@ class TuningDriver:
             )
 
     def _reap(self, wait: bool = False) -> None:
-        """End the workers of finished trials once they cleaned up (or took too long)."""
+        """Free the workers of finished trials once they cleaned up; end a worker that took
+        too long or failed to."""
         left = []
         for worker, call, deadline in self.closing:
-            if wait:
-                with contextlib.suppress(WorkerLostError, TimeoutError):
-                    call.result(max(0.0, deadline - time.monotonic()))
-            elif not call.done() and time.monotonic() < deadline:
+            if not wait and not call.done() and time.monotonic() < deadline:
                 left.append((worker, call, deadline))
                 continue
-            worker.terminate()
+            try:
+                call.result(max(0.0, deadline - time.monotonic()))
+            except (WorkerLostError, TimeoutError):
+                worker.terminate()
+            else:
+                worker.release()
         self.closing = left
 
     # -- reports -------------------------------------------------------------------------
@@ -803,6 +806,8 @@ class TuningDriver:
             self._stop_reporter()
             self._guard("remove the outputs", lambda: self._remove_outputs(best))
         self._reap(wait=True)
+        if self.launcher is not None:
+            self._guard("end the workers", self.launcher.shutdown)
         if self.sink is not None:
             self.sink.close()
         if self.storage is not None:

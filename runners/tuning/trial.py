@@ -3,8 +3,9 @@
 A trial is the tuning's training specification with the suggested hyperparameters added to
 ``hyperparameter_list`` (so the code gets them as ``--name value`` and ``EM_HP_*``), its
 outputs sent to the trial's own folders and its log to the trial's own prefix. It runs
-through the same :class:`~runners.nodejob.NodeJob` as a training, inside a
-:class:`TrialWorker` actor holding the flavor's resources.
+through the same :class:`~runners.nodejob.NodeJob` as a training, on a :class:`TrialSlot`
+actor holding the flavor's resources: one actor per parallel slot, kept for the whole tuning
+and running trial after trial.
 
 The log passes through a :class:`MetricTap`, which hands every complete line of the user's
 processes to a :class:`~runners.tuning.metrics.MetricCollector`: the objective's values
@@ -12,7 +13,8 @@ arrive with their step while the trial runs, so the driver can stop it early.
 
 The driver talks to workers through the small :class:`Launcher` / :class:`Worker` /
 :class:`Call` interface: :class:`RayLauncher` on Ray, and anything with the same shape (an
-in-process one in the tests).
+in-process one in the tests). It waits on the calls it has out (``Launcher.wait``), so an
+answer — a trial that started, ended or reported a value — is acted on at once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import copy
 import logging
 import re
 import threading
+import time
 from typing import Any, Protocol
 
 import ray
@@ -35,6 +38,10 @@ from runners.tuning.metrics import MetricCollector
 
 MAX_TAP_LINE = 64 * 1024  # a longer unterminated line is parsed as it is, then dropped
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # a progress bar's \r ends a line as well
+WATCH_STEP_SECONDS = 0.02  # how soon a watch sees new metric values (an exit: at once)
+
+# What :meth:`TrialRunner.watch` answers: exit code, new observations, summary, problem.
+Watch = tuple[int | None, list[tuple[int, float]], dict[str, dict[str, float]], str | None]
 
 
 def is_user_source(source: str) -> bool:
@@ -94,6 +101,11 @@ class MetricTap(LogSink):
 
     def _feed_locked(self, line: str) -> None:
         self._observations.extend(self.collector.feed(line))
+
+    def pending(self) -> bool:
+        """Whether observations wait to be drained."""
+        with self._tap_lock:
+            return bool(self._observations)
 
     def drain(self) -> list[tuple[int, float]]:
         """The objective's observations since the last drain, oldest first."""
@@ -173,7 +185,7 @@ class TrialNodeJob(NodeJob):
 
 
 class TrialRunner:
-    """One trial on one node; the plain logic of :class:`TrialWorker`.
+    """One trial on one node, run by a :class:`TrialHost`.
 
     Every method answers while another runs (the actor is threaded): ``poll``, ``progress``
     and ``kill`` work during staging or an upload. Failures come back as reasons (strings),
@@ -224,6 +236,27 @@ class TrialRunner:
                 return f"could not start the entry point: {exc}"
         return None
 
+    def launch(self) -> str | None:
+        """Stage, then start: why the trial cannot run, or None once its code runs."""
+        return self.stage() or self.start()
+
+    def watch(self, check_storage: bool, wait: float) -> Watch:
+        """Wait up to ``wait`` seconds for the code to end or for new values of the
+        objective; then the exit code (None while it runs), the new ``(step, value)``
+        observations, every metric's summary and a limit broken (or None)."""
+        deadline = time.monotonic() + wait
+        while True:
+            code = self.poll()
+            if code is not None or self.sink.pending() or time.monotonic() >= deadline:
+                break
+            process = self.node.process
+            if process is None:
+                break
+            process.wait(min(WATCH_STEP_SECONDS, max(0.0, deadline - time.monotonic())))
+        problem = self.limit_problem(check_storage) if code is None else None
+        observations, summary = self.progress()
+        return code, observations, summary, problem
+
     def poll(self) -> int | None:
         """The exit code once the code ended (its output all read), else None."""
         process = self.node.process
@@ -273,9 +306,52 @@ class TrialRunner:
         self.sink.close()
 
 
+class TrialHost:
+    """The trials one worker process runs, one after another: a slot of the tuning.
+
+    A slot's actor lives as long as the tuning, so a trial pays for neither a new worker
+    process nor the imports of this module; each trial gets its own :class:`TrialRunner`.
+    Calls name their trial. A threaded actor may run two calls out of order, so a call for
+    a trial that is not open yet waits for it, and a kill that comes first is remembered.
+    """
+
+    OPEN_WAIT_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.runners: dict[int, TrialRunner] = {}
+        self.killed: set[int] = set()
+        self._changed = threading.Condition()
+
+    def open(
+        self, job: dict[str, Any], number: int, trial: dict[str, Any], params: dict[str, str]
+    ) -> None:
+        runner = TrialRunner(job, number, trial, params)
+        with self._changed:
+            if number in self.killed:
+                runner.cancelled.set()
+            self.runners[number] = runner
+            self._changed.notify_all()
+
+    def call(self, number: int, method: str, *args: Any) -> Any:
+        """Call ``method`` of trial ``number``'s :class:`TrialRunner` (``finish`` closes it)."""
+        with self._changed:
+            if method == "kill" and number not in self.runners:
+                self.killed.add(number)
+                return None
+            if not self._changed.wait_for(lambda: number in self.runners, self.OPEN_WAIT_SECONDS):
+                raise LookupError(f"trial {number} was never opened on this worker")
+            runner = self.runners[number]
+        answer = getattr(runner, method)(*args)
+        if method == "finish":
+            with self._changed:
+                self.runners.pop(number, None)
+                self.killed.discard(number)
+        return answer
+
+
 @ray.remote(max_concurrency=8)  # type: ignore[call-overload]
-class TrialWorker(TrialRunner):
-    """A :class:`TrialRunner` in a threaded Ray actor holding the flavor's resources."""
+class TrialSlot(TrialHost):
+    """A :class:`TrialHost` in a threaded Ray actor holding one flavor's resources."""
 
 
 # -- how the driver reaches workers ------------------------------------------------------
@@ -296,7 +372,11 @@ class Call(Protocol):
 
 class Worker(Protocol):
     def call(self, method: str, *args: Any) -> Call:
-        """Call one :class:`TrialRunner` method without waiting."""
+        """Call one :class:`TrialRunner` method of this trial without waiting."""
+        ...
+
+    def release(self) -> None:
+        """The trial is over and cleaned up: its worker may run another trial."""
         ...
 
     def terminate(self) -> None:
@@ -305,9 +385,24 @@ class Worker(Protocol):
 
 
 class Launcher(Protocol):
+    def prepare(self, job: dict[str, Any], count: int) -> None:
+        """Get ``count`` workers going before the first trial (they start in the
+        background; trials take them as they come)."""
+        ...
+
     def spawn(
         self, job: dict[str, Any], number: int, trial: dict[str, Any], params: dict[str, str]
-    ) -> Worker: ...
+    ) -> Worker:
+        """Open a trial on a free worker (a new one when none is free)."""
+        ...
+
+    def wait(self, calls: list[Call], timeout: float) -> None:
+        """Return as soon as one of ``calls`` is done, or after ``timeout`` seconds."""
+        ...
+
+    def shutdown(self) -> None:
+        """End every worker."""
+        ...
 
 
 class RayCall:
@@ -335,34 +430,73 @@ def _first_line(exc: BaseException) -> str:
 
 
 class RayWorker:
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
+    """One trial on a :class:`TrialSlot` actor of a :class:`RayLauncher`."""
+
+    def __init__(self, launcher: RayLauncher, actor: Any, number: int) -> None:
+        self.launcher, self.actor, self.number = launcher, actor, number
 
     def call(self, method: str, *args: Any) -> RayCall:
-        return RayCall(getattr(self.actor, method).remote(*args))
+        return RayCall(self.actor.call.remote(self.number, method, *args))
+
+    def release(self) -> None:
+        self.launcher.give_back(self.actor)
 
     def terminate(self) -> None:
-        try:
-            ray.kill(self.actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            return
+        self.launcher.discard(self.actor)
 
 
 class RayLauncher:
-    """Trials as :class:`TrialWorker` actors, each holding one flavor's worth of the cluster
-    (they wait, CREATED, until the cluster has room)."""
+    """Trials on a pool of :class:`TrialSlot` actors, each holding one flavor's worth of the
+    cluster (a trial waits, CREATED, until the cluster has room for its actor). An actor
+    runs trial after trial; one that died or was killed is replaced by a new one."""
 
     def __init__(self) -> None:
         if not ray.is_initialized():
             ray.init(logging_level=logging.WARNING, log_to_driver=False)
+        self.idle: list[Any] = []
+        self.busy: list[Any] = []
+
+    def _new_actor(self, job: dict[str, Any]) -> Any:
+        flavor = job["spec"]["flavor"]
+        return TrialSlot.options(  # type: ignore[attr-defined]
+            num_cpus=float(flavor["vcpus"]),
+            num_gpus=float(flavor.get("gpuCount") or 0),
+            memory=float(int(flavor["ram"]) * 2**20),
+        ).remote()
+
+    def prepare(self, job: dict[str, Any], count: int) -> None:
+        while len(self.idle) + len(self.busy) < count:
+            self.idle.append(self._new_actor(job))
 
     def spawn(
         self, job: dict[str, Any], number: int, trial: dict[str, Any], params: dict[str, str]
     ) -> RayWorker:
-        flavor = job["spec"]["flavor"]
-        actor = TrialWorker.options(  # type: ignore[attr-defined]
-            num_cpus=float(flavor["vcpus"]),
-            num_gpus=float(flavor.get("gpuCount") or 0),
-            memory=float(int(flavor["ram"]) * 2**20),
-        ).remote(job, number, trial, params)
-        return RayWorker(actor)
+        actor = self.idle.pop(0) if self.idle else self._new_actor(job)
+        self.busy.append(actor)
+        actor.open.remote(job, number, trial, params)
+        return RayWorker(self, actor, number)
+
+    def wait(self, calls: list[Call], timeout: float) -> None:
+        refs = [call.ref for call in calls if isinstance(call, RayCall)]
+        if refs:
+            ray.wait(refs, num_returns=1, timeout=timeout)
+        else:
+            time.sleep(timeout)
+
+    def give_back(self, actor: Any) -> None:
+        if actor in self.busy:
+            self.busy.remove(actor)
+            self.idle.append(actor)
+
+    def discard(self, actor: Any) -> None:
+        for pool in (self.busy, self.idle):
+            if actor in pool:
+                pool.remove(actor)
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            return
+
+    def shutdown(self) -> None:
+        for actor in [*self.busy, *self.idle]:
+            self.discard(actor)

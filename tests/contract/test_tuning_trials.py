@@ -1,6 +1,6 @@
 """Trials of a hyperparameter tuning with real processes, without Ray.
 
-The first tests run a :class:`TrialRunner` (the logic of the ``TrialWorker`` actor) on a real
+The first tests run a :class:`TrialRunner` (one trial of a ``TrialSlot`` actor) on a real
 script: metric observations arrive with their steps while it runs, a kill ends it, and its
 outputs go to the trial's own folder. The others run the whole :class:`TuningDriver` against
 an in-memory control plane that walks the trial and tuning state machines as the real one
@@ -30,7 +30,7 @@ from runners.control import RETRY_FOR_SECONDS
 from runners.tuning import driver as driver_module
 from runners.tuning.driver import TuningDriver
 from runners.tuning.search import Search, open_storage
-from runners.tuning.trial import TrialRunner, TrialWorker, WorkerLostError
+from runners.tuning.trial import TrialHost, TrialRunner, TrialSlot, WorkerLostError
 
 TUNING_ID = "hpt-1"
 
@@ -243,6 +243,7 @@ class LocalWorker:
         self.runner = runner
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
         self.dead = False
+        self.released = False
         self.calls: list[str] = []
 
     def call(self, method: str, *args: Any) -> LocalCall:
@@ -260,16 +261,32 @@ class LocalWorker:
             self.runner.kill()
             self.pool.shutdown(wait=False)
 
+    def release(self) -> None:
+        self.released = True
+        self.pool.shutdown(wait=False)
+
 
 class LocalLauncher:
     def __init__(self) -> None:
         self.workers: dict[int, LocalWorker] = {}
+        self.prepared = 0
+        self.shut_down = False
+
+    def prepare(self, job: dict[str, Any], count: int) -> None:
+        self.prepared = count
 
     def spawn(
         self, job: dict[str, Any], number: int, trial: dict[str, Any], params: dict[str, str]
     ) -> LocalWorker:
         worker = self.workers[number] = LocalWorker(TrialRunner(job, number, trial, params))
         return worker
+
+    def wait(self, calls: list[LocalCall], timeout: float) -> None:
+        futures = [call.future for call in calls]
+        concurrent.futures.wait(futures, timeout, concurrent.futures.FIRST_COMPLETED)
+
+    def shutdown(self) -> None:
+        self.shut_down = True
 
 
 def run_tuning(
@@ -348,8 +365,58 @@ def runner_for(root: Path, code: str, number: int = 3) -> TrialRunner:
     return TrialRunner(job, number, trial_answer(root, number), {"lr": "0.01"})
 
 
-def test_the_worker_class_is_the_plain_runner_in_an_actor() -> None:
-    assert issubclass(TrialWorker.__ray_actor_class__, TrialRunner)  # type: ignore[attr-defined]
+def test_the_slot_actor_is_the_plain_host_in_an_actor() -> None:
+    assert issubclass(TrialSlot.__ray_actor_class__, TrialHost)  # type: ignore[attr-defined]
+
+
+QUICK_SCRIPT = r"""
+import os, sys
+open(os.path.join(os.environ["EM_MODEL_DIR"], "lr.txt"), "w").write(os.environ["EM_HP_LR"])
+print(f"loss={float(os.environ['EM_HP_LR']) * 2}", flush=True)
+sys.exit(int(os.environ.get("EM_HP_EXIT", "0")))
+"""
+
+
+def test_a_slot_runs_trial_after_trial_and_a_watch_answers_as_soon_as_the_code_ends(
+    env: Path,
+) -> None:
+    job = tuning_job(env, QUICK_SCRIPT, [spec("lr", "double", low="0.001", high="0.1")])
+    host = TrialHost()
+    for number, lr in ((0, "0.5"), (1, "0.25")):
+        host.open(job, number, trial_answer(env, number), {"lr": lr})
+        assert host.call(number, "launch") is None
+        started = time.monotonic()
+        code, observations, summary, problem = host.call(number, "watch", False, 20.0)
+        while code is None:  # a value came before the exit
+            code, more, summary, problem = host.call(number, "watch", False, 20.0)
+            observations += more
+        assert time.monotonic() - started < 15  # the exit ended the wait, not the 20 s
+        assert (code, problem) == (0, None)
+        assert observations == [(1, float(lr) * 2)]
+        assert summary["loss"]["latest"] == float(lr) * 2
+        assert host.call(number, "upload") is None
+        host.call(number, "finish")
+        assert number not in host.runners
+    assert (model_folder(env, 0) / "lr.txt").read_text() == "0.5"
+    assert (model_folder(env, 1) / "lr.txt").read_text() == "0.25"
+
+
+def test_a_kill_that_reaches_a_slot_before_its_trial_opens_is_not_lost(env: Path) -> None:
+    job = tuning_job(env, QUICK_SCRIPT, [spec("lr", "double", low="0.001", high="0.1")])
+    host = TrialHost()
+    host.call(4, "kill")  # a threaded actor ran the kill first
+    host.open(job, 4, trial_answer(env, 4), {"lr": "0.1"})
+    assert host.call(4, "launch") == "killed before it started"
+    host.call(4, "finish")
+    assert host.killed == set() and host.runners == {}
+
+
+def test_a_call_for_a_trial_never_opened_on_a_slot_fails_after_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TrialHost, "OPEN_WAIT_SECONDS", 0.05)
+    with pytest.raises(LookupError, match="trial 9 was never opened"):
+        TrialHost().call(9, "poll")
 
 
 def test_a_trial_reports_steps_while_it_runs_and_publishes_to_its_own_folder(env: Path) -> None:
