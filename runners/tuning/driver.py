@@ -438,6 +438,7 @@ class TuningDriver:
                 self._kill_all()
                 return Ending(FAIL, None, f"exceeded timeout of {minutes:g} minutes")
             self._advance()
+            self._reap()  # a slot whose worker cleaned up takes the next trial right away
             ending = self._ending()
             if ending is None:
                 self._launch()
@@ -445,7 +446,6 @@ class TuningDriver:
             if ending is not None:
                 self._kill_all()
                 return ending
-            self._reap()
             self._wait()
 
     def _wait(self) -> None:
