@@ -6,7 +6,6 @@ whose bundles are the flavor's resources. Node 0 is the rendezvous master (torch
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from typing import Any
@@ -18,16 +17,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from chalicelib.objectstore import platform_store
 from runners.logsink import LogSink
 from runners.monitor import Sampler, nvidia_smi_source
-from runners.nodejob import JobFailedError, NodeJob, Rendezvous
+from runners.nodejob import JobFailedError, NodeJob, Rendezvous, free_port
 
 PLACEMENT_POLL_SECONDS = 0.5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @ray.remote(max_concurrency=4)  # type: ignore[call-overload]
@@ -47,7 +39,7 @@ class NodeWorker:
     def stage(self) -> tuple[str, int]:
         """Fetch the inputs on this node; return an address the other nodes can reach."""
         self.node.stage()
-        return ray.util.get_node_ip_address(), _free_port()
+        return ray.util.get_node_ip_address(), free_port()
 
     def start(self, rendezvous: Rendezvous) -> None:
         self.node.start(rendezvous)

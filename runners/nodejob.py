@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +75,14 @@ class Rendezvous:
     master_addr: str
     master_port: int
     workers: tuple[str, ...]  # host:port of every node, for TF_CONFIG
+
+
+def free_port() -> int:
+    """A TCP port free on this host now (a node's rendezvous port)."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def env_name(name: str) -> str:

@@ -1,8 +1,9 @@
 """The driver of one hyperparameter tuning: ``python -m runners.tuning <tuning-id>``, a Ray job.
 
 It asks the control plane for the job, opens the tuning's Optuna study (:class:`Search`) and
-keeps up to ``parallel_trial_count`` trials running, each a training with the job contract in
-a :class:`~runners.tuning.trial.TrialWorker` actor holding the flavor's resources. The
+keeps up to ``parallel_trial_count`` trials running, each a training with the job contract on
+a slot of :class:`~runners.tuning.trial.TrialSlot` actors holding the flavor's resources (one
+per node of a trial; the slots are started with the driver and kept for the whole tuning). The
 objective's values are read from each trial's log as it runs and reported to the study, whose
 median pruner may stop a trial early. Every trial's moves are reported to the control plane
 (``POST .../trials``, an upsert by trial number).
@@ -312,14 +313,6 @@ class TuningDriver:
         return 0
 
     def _run(self) -> Ending:
-        nodes = int(self.job.get("nodesPerTrial") or 1)
-        if nodes > 1:
-            return Ending(
-                CREATE_FAILED,
-                None,
-                f"distributed trials are not supported yet ({nodes} nodes per trial); "
-                "use one node per trial",
-            )
         self._setup()
         if self.launcher is None:
             self.launcher = RayLauncher()
@@ -768,17 +761,16 @@ class TuningDriver:
             self.outputs[number] = (str(model), info.get("checkPointUploadUri"))
 
     def _samples(self) -> list[dict[str, Any]]:
-        """Monitoring samples of the running trials (``trial{n}-node0``)."""
+        """Monitoring samples of the running trials' nodes (``trial{n}-node{rank}``)."""
         running = [t for t in list(self.active.values()) if t.phase == "running"]
         calls = [t.worker.call("sample") for t in running]
-        samples = []
+        samples: list[dict[str, Any]] = []
         for call in calls:
             try:
                 sample = call.result(ANSWER_SECONDS)
             except (WorkerLostError, TimeoutError):
                 continue
-            if sample:
-                samples.append(sample)
+            samples.extend(sample or [])
         return samples
 
     # -- the end -------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""One trial of a hyperparameter tuning: a training with the job contract, run on one node.
+"""One trial of a hyperparameter tuning: a training with the job contract, on one node or more.
 
 A trial is the tuning's training specification with the suggested hyperparameters added to
 ``hyperparameter_list`` (so the code gets them as ``--name value`` and ``EM_HP_*``), its
 outputs sent to the trial's own folders and its log to the trial's own prefix. It runs
 through the same :class:`~runners.nodejob.NodeJob` as a training, on a :class:`TrialSlot`
 actor holding the flavor's resources: one actor per parallel slot, kept for the whole tuning
-and running trial after trial.
+and running trial after trial. A trial on several nodes runs on a gang of such actors, one
+per node on one placement group, led by node 0's (:class:`GangRunner`).
 
 The log passes through a :class:`MetricTap`, which hands every complete line of the user's
 processes to a :class:`~runners.tuning.metrics.MetricCollector`: the objective's values
@@ -28,16 +29,19 @@ from typing import Any, Protocol
 
 import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from chalicelib.objectstore import platform_store
 from chalicelib.objectstore.base import ObjectStore
 from runners.logsink import LogSink
 from runners.monitor import Sampler, nvidia_smi_source
-from runners.nodejob import JobFailedError, Layout, NodeJob, Rendezvous
+from runners.nodejob import JobFailedError, Layout, NodeJob, Rendezvous, free_port
 from runners.tuning.metrics import MetricCollector
 
 MAX_TAP_LINE = 64 * 1024  # a longer unterminated line is parsed as it is, then dropped
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # a progress bar's \r ends a line as well
+GANG_ANSWER_SECONDS = 30.0  # how long node 0 waits for another node's answer
 WATCH_STEP_SECONDS = 0.02  # how soon a watch sees new metric values (an exit: at once)
 
 # What :meth:`TrialRunner.watch` answers: exit code, new observations, summary, problem.
@@ -199,6 +203,7 @@ class TrialRunner:
         trial: dict[str, Any],
         params: dict[str, str],
         store: ObjectStore | None = None,
+        node_rank: int = 0,
     ) -> None:
         self.number = number
         self.job = trial_job(job, number, trial, params)
@@ -207,12 +212,12 @@ class TrialRunner:
             trial["logPrefix"],
             metric_collector(job["spec"]),
         )
-        self.node = TrialNodeJob(self.job, 0, self.sink)
+        self.node = TrialNodeJob(self.job, node_rank, self.sink)
         self.cancelled = threading.Event()
         self._lock = threading.Lock()  # a kill and the start never cross
         self._drained = False
         self.sampler = Sampler(
-            f"trial{number}-node0", lambda: self.node.process, nvidia_smi_source()
+            f"trial{number}-node{node_rank}", lambda: self.node.process, nvidia_smi_source()
         )
 
     def stage(self) -> str | None:
@@ -225,13 +230,18 @@ class TrialRunner:
             return f"staging failed: {type(exc).__name__}: {exc}"
         return None
 
-    def start(self) -> str | None:
+    def stage_node(self) -> tuple[str | None, str, int]:
+        """Stage a node of a trial on several nodes: why it cannot run (or None), and an
+        address and port the other nodes can reach it at (node 0's: the rendezvous)."""
+        return self.stage(), ray.util.get_node_ip_address(), free_port()
+
+    def start(self, rendezvous: Rendezvous | None = None) -> str | None:
         """Start the entry point; why it could not start, or None."""
         with self._lock:
             if self.cancelled.is_set():
                 return "killed before it started"
             try:
-                self.node.start(None)
+                self.node.start(rendezvous)
             except OSError as exc:
                 return f"could not start the entry point: {exc}"
         return None
@@ -291,8 +301,10 @@ class TrialRunner:
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def sample(self) -> dict[str, Any] | None:
-        return self.sampler.sample()
+    def sample(self) -> list[dict[str, Any]]:
+        """The monitoring samples of the trial's nodes (``trial{n}-node{rank}``)."""
+        found = self.sampler.sample()
+        return [found] if found else []
 
     def kill(self) -> None:
         with self._lock:
@@ -306,6 +318,176 @@ class TrialRunner:
         self.sink.close()
 
 
+class GangRunner:
+    """A trial on several nodes: node 0 here (a :class:`TrialRunner`), nodes 1.. on the
+    follower actors of the gang (placed with it on one placement group), reached through
+    Ray from this actor's threads.
+
+    It answers the driver as one :class:`TrialRunner` does. Node 0 is the rendezvous master
+    and the one whose log gives the metrics (as Katib reads a distributed job's master) and
+    whose model and checkpoints are published. The trial ends when every node's code ended;
+    the first node to fail (or whose worker dies) fails it, and the others are killed.
+    """
+
+    def __init__(
+        self,
+        runner: TrialRunner,
+        followers: list[Any],
+        job: dict[str, Any],
+        number: int,
+        trial: dict[str, Any],
+        params: dict[str, str],
+    ) -> None:
+        self.runner, self.followers, self.number = runner, followers, number
+        self.cancelled = runner.cancelled
+        self.codes: dict[int, int] = {}  # node rank -> exit code
+        self.lost: dict[int, str] = {}  # node rank -> why its worker is gone
+        self.pending: dict[int, Any] = {}  # node rank -> its outstanding watch
+        self.ended = False  # every node's code was killed or ended
+        for rank, follower in enumerate(followers, start=1):
+            follower.open.remote(job, number, trial, params, rank)
+
+    def _on_followers(self, method: str, *args: Any) -> list[tuple[int, Any]]:
+        """``method`` on every follower at once: (rank, answer or the error it raised)."""
+        refs = [f.call.remote(self.number, method, *args) for f in self.followers]
+        answers: list[tuple[int, Any]] = []
+        for rank, ref in enumerate(refs, start=1):
+            try:
+                answers.append((rank, ray.get(ref, timeout=GANG_ANSWER_SECONDS)))
+            except (RayError, GetTimeoutError) as exc:
+                answers.append((rank, exc))
+        return answers
+
+    def launch(self) -> str | None:
+        """Stage every node, then start every node with the rendezvous at node 0."""
+        refs = [f.call.remote(self.number, "stage_node") for f in self.followers]
+        staged = [self.runner.stage_node()]
+        for rank, ref in enumerate(refs, start=1):
+            try:
+                staged.append(ray.get(ref))
+            except RayError as exc:
+                self.kill()
+                return f"node {rank}'s worker died: {_first_line(exc)}"
+        for rank, (problem, _host, _port) in enumerate(staged):
+            if problem:
+                self.kill()
+                return problem if rank == 0 else f"node {rank}: {problem}"
+        nodes = len(staged)
+        workers = tuple(f"{host}:{port}" for _problem, host, port in staged)
+        _problem, master_addr, master_port = staged[0]
+        meet = [Rendezvous(r, nodes, master_addr, master_port, workers) for r in range(nodes)]
+        refs = [
+            f.call.remote(self.number, "start", meet[rank])
+            for rank, f in enumerate(self.followers, start=1)
+        ]
+        problems = [self.runner.start(meet[0])]
+        for ref in refs:
+            try:
+                problems.append(ray.get(ref))
+            except RayError as exc:
+                problems.append(f"its worker died: {_first_line(exc)}")
+        for rank, problem in enumerate(problems):
+            if problem:
+                self.kill()
+                return problem if rank == 0 else f"node {rank}: {problem}"
+        return None
+
+    def watch(self, check_storage: bool, wait: float) -> Watch:
+        """Node 0's watch, and what the other nodes' watches answered meanwhile: the first
+        failing node's exit code (the others killed), 0 once every node ended well."""
+        deadline = time.monotonic() + wait
+        for rank, follower in enumerate(self.followers, start=1):
+            if rank not in self.codes and rank not in self.pending:
+                watching = follower.call.remote(self.number, "watch", check_storage, wait)
+                self.pending[rank] = watching
+        problem = None
+        if 0 in self.codes:  # node 0 is done: wait for the others
+            observations, summary = self.runner.progress()
+        else:
+            code, observations, summary, problem = self.runner.watch(check_storage, wait)
+            if code is not None:
+                self.codes[0] = int(code)
+        if self.pending:
+            ready, _ = ray.wait(
+                list(self.pending.values()),
+                num_returns=len(self.pending),
+                timeout=max(0.0, deadline - time.monotonic()),
+            )
+            for rank, ref in list(self.pending.items()):
+                if ref not in ready:
+                    continue
+                del self.pending[rank]
+                try:
+                    code, _obs, _summary, their_problem = ray.get(ref)
+                except RayError as exc:
+                    self.lost[rank] = f"node {rank}'s worker died: {_first_line(exc)}"
+                    self.codes[rank] = -9
+                    continue
+                problem = problem or (f"node {rank}: {their_problem}" if their_problem else None)
+                if code is not None:
+                    self.codes[rank] = int(code)
+        return self._code(), observations, summary, problem
+
+    def _code(self) -> int | None:
+        """The first failing node's exit code (the others are killed then), 0 once every
+        node ended well, else None."""
+        failed = self._failed()
+        if failed is not None:
+            if not self.ended:
+                self.kill()
+            return self.codes[failed]
+        return 0 if len(self.codes) == len(self.followers) + 1 else None
+
+    def _failed(self) -> int | None:
+        """The node whose failure fails the trial (a lost worker first), or None."""
+        if self.lost:
+            return min(self.lost)
+        failing = [rank for rank, code in self.codes.items() if code != 0]
+        return min(failing) if failing else None
+
+    def exit_reason(self, code: int) -> str:
+        rank = self._failed()
+        if rank is None or rank == 0:
+            return self.runner.exit_reason(code)
+        if rank in self.lost:
+            return self.lost[rank]
+        follower = self.followers[rank - 1]
+        try:
+            said = ray.get(
+                follower.call.remote(self.number, "exit_reason", self.codes[rank]),
+                timeout=GANG_ANSWER_SECONDS,
+            )
+        except (RayError, GetTimeoutError):
+            said = f"the entry point failed with exit code {self.codes[rank]}"
+        return f"node {rank}: {said}"
+
+    def upload(self) -> str | None:
+        return self.runner.upload()
+
+    def sample(self) -> list[dict[str, Any]]:
+        found = self.runner.sample()
+        for _rank, answer in self._on_followers("sample"):
+            if isinstance(answer, list):
+                found.extend(answer)
+        return found
+
+    def kill(self) -> None:
+        self.ended = True
+        self.runner.kill()
+        for follower in self.followers:
+            follower.call.remote(self.number, "kill")
+
+    def finish(self) -> None:
+        """Finish every node; raises when a node's worker is gone, so the driver replaces
+        the whole gang instead of running the next trial on it."""
+        self.cancelled.set()
+        answers = self._on_followers("finish")
+        self.runner.finish()
+        gone = sorted(self.lost) or [rank for rank, a in answers if isinstance(a, Exception)]
+        if gone:
+            raise RuntimeError(f"node {gone[0]}'s worker is gone: the slot is replaced")
+
+
 class TrialHost:
     """The trials one worker process runs, one after another: a slot of the tuning.
 
@@ -313,19 +495,30 @@ class TrialHost:
     process nor the imports of this module; each trial gets its own :class:`TrialRunner`.
     Calls name their trial. A threaded actor may run two calls out of order, so a call for
     a trial that is not open yet waits for it, and a kill that comes first is remembered.
+    A multi-node slot is a gang of actors: node 0's host has the others as ``followers``
+    and runs each trial as a :class:`GangRunner`; a follower's host opens the trial's node.
     """
 
     OPEN_WAIT_SECONDS = 30.0
 
-    def __init__(self) -> None:
-        self.runners: dict[int, TrialRunner] = {}
+    def __init__(self, followers: list[Any] | None = None) -> None:
+        self.followers = list(followers or [])  # the gang's other nodes (a multi-node slot)
+        self.runners: dict[int, TrialRunner | GangRunner] = {}
         self.killed: set[int] = set()
         self._changed = threading.Condition()
 
     def open(
-        self, job: dict[str, Any], number: int, trial: dict[str, Any], params: dict[str, str]
+        self,
+        job: dict[str, Any],
+        number: int,
+        trial: dict[str, Any],
+        params: dict[str, str],
+        node_rank: int = 0,
     ) -> None:
-        runner = TrialRunner(job, number, trial, params)
+        node = TrialRunner(job, number, trial, params, node_rank=node_rank)
+        runner: TrialRunner | GangRunner = node
+        if self.followers:
+            runner = GangRunner(node, self.followers, job, number, trial, params)
         with self._changed:
             if number in self.killed:
                 runner.cancelled.set()
@@ -446,23 +639,48 @@ class RayWorker:
 
 
 class RayLauncher:
-    """Trials on a pool of :class:`TrialSlot` actors, each holding one flavor's worth of the
-    cluster (a trial waits, CREATED, until the cluster has room for its actor). An actor
-    runs trial after trial; one that died or was killed is replaced by a new one."""
+    """Trials on a pool of slots, each holding one trial's worth of the cluster (a trial
+    waits, CREATED, until the cluster has room for its slot). A slot runs trial after trial;
+    one that died or was killed is replaced by a new one.
+
+    A slot of one node is one :class:`TrialSlot` actor with the flavor's resources. A slot
+    of ``nodesPerTrial`` nodes is a placement group of that many flavor bundles (spread over
+    the cluster's nodes where it can be) with one actor per bundle; node 0's actor leads."""
 
     def __init__(self) -> None:
         if not ray.is_initialized():
             ray.init(logging_level=logging.WARNING, log_to_driver=False)
         self.idle: list[Any] = []
         self.busy: list[Any] = []
+        self.gangs: dict[Any, tuple[list[Any], PlacementGroup]] = {}  # leader: others, group
 
     def _new_actor(self, job: dict[str, Any]) -> Any:
         flavor = job["spec"]["flavor"]
-        return TrialSlot.options(  # type: ignore[attr-defined]
-            num_cpus=float(flavor["vcpus"]),
-            num_gpus=float(flavor.get("gpuCount") or 0),
-            memory=float(int(flavor["ram"]) * 2**20),
-        ).remote()
+        resources = {
+            "num_cpus": float(flavor["vcpus"]),
+            "num_gpus": float(flavor.get("gpuCount") or 0),
+            "memory": float(int(flavor["ram"]) * 2**20),
+        }
+        nodes = int(job.get("nodesPerTrial") or 1)
+        if nodes == 1:
+            return TrialSlot.options(**resources).remote()  # type: ignore[attr-defined]
+        bundle = {"CPU": resources["num_cpus"], "memory": resources["memory"]}
+        if resources["num_gpus"]:
+            bundle["GPU"] = resources["num_gpus"]
+        group = placement_group([dict(bundle) for _ in range(nodes)], strategy="SPREAD")
+
+        def on_bundle(index: int, followers: list[Any] | None = None) -> Any:
+            strategy = PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=index
+            )
+            return TrialSlot.options(  # type: ignore[attr-defined]
+                **resources, scheduling_strategy=strategy
+            ).remote(followers)
+
+        others = [on_bundle(index) for index in range(1, nodes)]
+        leader = on_bundle(0, others)
+        self.gangs[leader] = (others, group)
+        return leader
 
     def prepare(self, job: dict[str, Any], count: int) -> None:
         while len(self.idle) + len(self.busy) < count:
@@ -492,10 +710,17 @@ class RayLauncher:
         for pool in (self.busy, self.idle):
             if actor in pool:
                 pool.remove(actor)
-        try:
-            ray.kill(actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            return
+        others, group = self.gangs.pop(actor, ([], None))
+        for one in [actor, *others]:
+            try:
+                ray.kill(one, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                continue
+        if group is not None:
+            try:
+                remove_placement_group(group)
+            except Exception:  # noqa: BLE001 - gone with the cluster
+                return
 
     def shutdown(self) -> None:
         for actor in [*self.busy, *self.idle]:
