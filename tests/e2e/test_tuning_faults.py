@@ -174,6 +174,30 @@ def test_a_sigkilled_trial_fails_naming_the_signal_and_the_tuning_goes_on(
     assert body["optimalTrial"]["trialName"] != f"trial-{victim}"
 
 
+def test_a_sigkilled_slot_worker_fails_its_trial_and_a_new_worker_runs_the_rest(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    marker = tmp_path / "runs.txt"
+    tuning_id = create(platform, tmp_path, marker, seconds="3", parallel=1, max_failed=4)
+    victim, pid = wait_for_runs(marker, 1)[0]
+    worker = psutil.Process(pid).parent()  # the slot actor running the trial's code
+    assert worker is not None and worker.name() == "ray::TrialSlot", worker
+    worker.send_signal(signal.SIGKILL)
+    assert gone(pid, 2.0)  # its trial's code dies with it, long before its 3 s sleep ends
+
+    body = wait_tuning(platform, tuning_id, ENDED, timeout=90)
+    listed = trials(platform, tuning_id)
+    trial = by_number(listed)
+    assert body["hyperparameterTuningStatusCode"] == "COMPLETE", body
+    assert sorted(trial) == ["0", "1", "2", "3"], listed
+    assert trial[victim]["trialStatusCode"] == "FAILED", trial[victim]
+    assert trial[victim]["statusReason"].startswith("its worker died"), trial[victim]
+    others = {n: t["trialStatusCode"] for n, t in trial.items() if n != victim}
+    assert set(others.values()) == {"SUCCEEDED"}, listed
+    assert_counts_add_up(body, listed)
+    assert sorted(number for number, _ in runs(marker)) == ["0", "1", "2", "3"]  # each once
+
+
 def test_a_tuning_survives_a_sigkilled_control_plane_and_runs_each_trial_once(
     tmp_path: Path,
 ) -> None:
