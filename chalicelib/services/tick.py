@@ -20,6 +20,7 @@ RECONCILERS: dict[str, Reconciler] = {
     "idempotency_records": idempotency.purge_expired,
     "trainings": trainings.reconcile,
     "hyperparameter_tunings": tunings.reconcile,
+    "optuna_studies": tunings.sweep_studies,
     "training_zombies": monitoring.flag_zombies,
 }
 

@@ -8,6 +8,7 @@ code, and reports the tuning's and each trial's status through the internal API.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,7 +47,7 @@ from chalicelib.services.tuning_spec import validate_tuning_spec
 from chalicelib.store import models
 from chalicelib.store.db import Database
 from chalicelib.store.repository import get_owned, page
-from chalicelib.store.studies import delete_study, optuna_storage_url
+from chalicelib.store.studies import delete_study, optuna_storage_url, study_names
 
 KIND = "hyperparameter_tuning"
 RUNNER_KIND = "hyperparameter-tuning"
@@ -586,8 +587,7 @@ def forget_study(tuning_id: str) -> None:
     After the commit, not before: a study deleted inside the transaction would be lost if
     the tuning's delete then rolled back. And a failure does not fail the user's delete: the
     tuning is gone either way, and what is left is only storage (a study named by an id
-    that is never reused; a later warm start from it starts cold). Nothing retries it: the
-    log names the tuning, whose study an operator may delete the same way.
+    that is never reused), which :func:`sweep_studies` deletes later.
     """
     try:
         delete_study(get_settings().database_url, study_name(tuning_id))
@@ -596,6 +596,51 @@ def forget_study(tuning_id: str) -> None:
             "the Optuna study of a deleted hyperparameter tuning was left behind",
             extra={"hyperparameterTuningId": tuning_id},
         )
+
+
+def delete_orphan_studies(database: Database) -> list[str]:
+    """Delete the Optuna studies whose tuning is gone (a delete that could not delete its
+    study at once); the names deleted. Only names that are tuning ids are considered."""
+    names = [name for name in study_names(database.url) if _is_uuid(name)]
+    if not names:
+        return []
+    with database.session(read_only=True) as session:
+        alive = set(
+            session.scalars(
+                select(models.HyperparameterTuning.id).where(
+                    models.HyperparameterTuning.id.in_(names)
+                )
+            )
+        )
+    gone = [name for name in names if name not in alive]
+    for name in gone:
+        delete_study(database.url, name)
+        logger.info(
+            "deleted the Optuna study of a deleted hyperparameter tuning",
+            extra={"hyperparameterTuningId": name},
+        )
+    return gone
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+SWEEP_SECONDS = 300.0  # how often one process looks for studies left behind
+_swept_at: list[float] = []  # this process's last sweep (monotonic), if any
+
+
+def sweep_studies(database: Database) -> None:
+    """The tick's reconciler: :func:`delete_orphan_studies` at most every
+    ``SWEEP_SECONDS`` in this process (the embedded platform ticks every second)."""
+    now = time.monotonic()
+    if _swept_at and now - _swept_at[-1] < SWEEP_SECONDS:
+        return
+    _swept_at[:] = [now]
+    delete_orphan_studies(database)
 
 
 def dispatch(database: Database, tuning_id: str) -> None:

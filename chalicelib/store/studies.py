@@ -1,9 +1,12 @@
 """Where the Optuna studies of hyperparameter tunings live, next to the platform's database
 but never in its tables (the control plane tells the tuning driver; it imports no Optuna),
-and how a deleted tuning's study goes."""
+and how a deleted tuning's study goes (at once, or later by the sweep of studies whose tuning
+is gone)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,32 +92,52 @@ def _optuna_tables(schema: str | None) -> dict[str, Table]:
     return tables
 
 
-def delete_study(database_url: str, study_name: str) -> bool:
-    """Delete the Optuna study ``study_name`` of the platform on ``database_url``.
-
-    Runs SQLAlchemy Core against Optuna's own tables, children first, in one transaction, so
-    the control plane needs no Optuna. Storage that was never made (no tuning ever ran: the
-    SQLite file or the PostgreSQL schema is missing) means there is no study, and nothing is
-    created to find that out.
-
-    Returns:
-        True when the study was there and is gone; False when there was no such study.
-    """
+@contextmanager
+def _optuna_tables_of(
+    database_url: str,
+) -> Iterator[tuple[Connection | None, set[str], str | None]]:
+    """A transaction on the Optuna storage of the platform on ``database_url``, the names of
+    its tables and its schema. A storage never made (the SQLite file or the PostgreSQL schema
+    is missing) has no connection and no tables, and nothing is created to find that out."""
     url, engine_kwargs = optuna_storage_url(database_url)
     parsed = make_url(url)
     postgresql = parsed.get_backend_name() == "postgresql"
-    if not postgresql and not Path(str(parsed.database)).is_file():
-        return False  # connecting would create the file
     schema = OPTUNA_SCHEMA if postgresql else None
+    if not postgresql and not Path(str(parsed.database)).is_file():
+        yield None, set(), schema  # connecting would create the file
+        return
     engine = create_engine(url, poolclass=NullPool, **engine_kwargs)
     try:
         with engine.begin() as connection:
             present = set(inspect(connection).get_table_names(schema=schema))
-            if not {"studies", "trials"} <= present:
-                return False
-            return _delete_rows(connection, _optuna_tables(schema), present, study_name)
+            yield connection, present, schema
     finally:
         engine.dispose()
+
+
+def delete_study(database_url: str, study_name: str) -> bool:
+    """Delete the Optuna study ``study_name`` of the platform on ``database_url``.
+
+    Runs SQLAlchemy Core against Optuna's own tables, children first, in one transaction, so
+    the control plane needs no Optuna. Storage that was never made (no tuning ever ran)
+    means there is no study.
+
+    Returns:
+        True when the study was there and is gone; False when there was no such study.
+    """
+    with _optuna_tables_of(database_url) as (connection, present, schema):
+        if connection is None or not {"studies", "trials"} <= present:
+            return False
+        return _delete_rows(connection, _optuna_tables(schema), present, study_name)
+
+
+def study_names(database_url: str) -> list[str]:
+    """The names of every Optuna study of the platform on ``database_url``, sorted."""
+    with _optuna_tables_of(database_url) as (connection, present, schema):
+        if connection is None or "studies" not in present:
+            return []
+        studies = _optuna_tables(schema)["studies"]
+        return sorted(str(name) for name in connection.scalars(select(studies.c.study_name)))
 
 
 def _delete_rows(

@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 
 from chalicelib import errors
 from chalicelib.dispatch.fake import FakeBackend
+from chalicelib.services import tunings
+from chalicelib.services.tick import tick
 from chalicelib.store import models
 from chalicelib.store.db import Database
 from tests.integration import trainings_fixtures, tunings_fixtures
@@ -151,6 +153,38 @@ def test_a_study_that_cannot_be_deleted_is_logged_and_the_tuning_is_deleted_anyw
     assert logged.levelname == "ERROR" and logged.exc_info is not None
     assert "left behind" in logged.getMessage()
     assert logged.__dict__["hyperparameterTuningId"] == tuning_id
+
+
+def test_a_study_left_behind_is_deleted_by_the_sweep_and_no_other(
+    api: ApiClient,
+    db: Database,
+    tuning_bodies: TuningBodies,
+    ray: FakeBackend,
+    studies: list[optuna.storages.RDBStorage],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    left = create(api, tuning_bodies, "left-behind")
+    kept = create(api, tuning_bodies, "kept")
+    url = run_study(driver_job(api, left), studies)
+    run_study(driver_job(api, kept), studies)
+    foreign = optuna.create_study(study_name="not-a-tuning", storage=studies[0])
+    finish(api, left)
+
+    def unreachable(*_args: Any) -> bool:
+        raise OSError("the study storage is unreachable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tunings, "delete_study", unreachable)
+        assert api.delete(f"{TUNINGS}/{left}").status == 200
+    assert sorted(study_names(url)) == sorted([left, kept, foreign.study_name])
+    tunings._swept_at.clear()
+
+    outcome = tick(db)
+
+    assert outcome["optuna_studies"] == "ok"
+    assert sorted(study_names(url)) == sorted([kept, foreign.study_name])
+    assert len(optuna.load_study(study_name=kept, storage=url).get_trials()) == 2
+    assert tunings.delete_orphan_studies(db) == []  # nothing left to sweep
 
 
 # --- monitoring -----------------------------------------------------------------------------
