@@ -28,8 +28,6 @@ from chalicelib.domain.tuning import (
     HyperparameterTuningCreate,
     HyperparameterTuningQuery,
     HyperparameterTuningSpec,
-    ObjectiveType,
-    StatusDetail,
     Trial,
     TrialQuery,
 )
@@ -44,6 +42,12 @@ from chalicelib.services import experiments, jobs, monitoring
 from chalicelib.services.catalog import get_catalog
 from chalicelib.services.trainings import check_uris, resolve_experiment
 from chalicelib.services.tuning_spec import validate_tuning_spec
+from chalicelib.services.tuning_views import (
+    DETAILS,
+    SPEC_FIELDS,
+    to_view,
+    trial_view,
+)
 from chalicelib.store import models
 from chalicelib.store.db import Database
 from chalicelib.store.repository import get_owned, page
@@ -54,8 +58,6 @@ RUNNER_KIND = "hyperparameter-tuning"
 MACHINE = states.HYPERPARAMETER_TUNING
 S = states.HyperparameterTuningStatus
 T = states.TrialStatus
-SPEC_FIELDS = frozenset(HyperparameterTuningSpec.model_fields)
-DETAILS = frozenset(str(d) for d in StatusDetail)
 TRAINING_FIELDS = frozenset(TrainingSpec.model_fields)
 
 DependentCounter = Callable[[Session, str], int]
@@ -85,12 +87,6 @@ def study_name(tuning_id: str) -> str:
     """The name of a tuning's Optuna study (what the driver is told, and what a delete
     removes)."""
     return tuning_id
-
-
-def board_path(tuning_id: str) -> str:
-    """The path of the tuning's TensorBoard: one run per trial (``chalicelib.api.tensorboard``
-    says which directories)."""
-    return f"/tensorboard/hyperparameter-tunings/{tuning_id}/"
 
 
 def _driver_resources(spec: dict[str, Any]) -> tuple[float, float, int]:
@@ -139,132 +135,9 @@ JOB = jobs.JobKind(
 )
 
 
-# -- views ---------------------------------------------------------------------------------
-
-
-def trial_view(row: models.Trial) -> Trial:
-    metrics = row.metrics or {}
-    return Trial.model_validate(
-        {
-            "trial_id": row.id,
-            "trial_name": f"trial-{row.number}",
-            "trial_status_code": row.status,
-            "status_reason": row.status_reason,
-            "hyperparameter_tuning_id": row.tuning_id,
-            "hyperparameter_list": [
-                {"parameter_name": k, "parameter_value": str(v)} for k, v in row.params.items()
-            ],
-            "trial_metric_list": [
-                {
-                    "trial_metric_name": name,
-                    "trial_metric_min_value": _text(values.get("min")),
-                    "trial_metric_max_value": _text(values.get("max")),
-                    "trial_metric_latest_value": _text(values.get("latest")),
-                }
-                for name, values in metrics.items()
-            ],
-            "objective_metric_value": row.objective_value,
-            "elapsed_time_seconds": _elapsed(row),
-            "started_datetime": row.started_at,
-            "ended_datetime": row.ended_at,
-            "created_datetime": row.created_at,
-            "updated_datetime": row.updated_at,
-        }
-    )
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _elapsed(row: Any) -> int | None:
-    if row.started_at is None:
-        return None
-    end = row.ended_at or utc_now()
-    return max(0, int((end - row.started_at).total_seconds()))
-
-
-def _counts(session: Session, tuning_id: str) -> dict[str, int]:
-    rows = session.execute(
-        select(models.Trial.status, func.count())
-        .where(models.Trial.tuning_id == tuning_id)
-        .group_by(models.Trial.status)
-    ).all()
-    return {str(status): int(n) for status, n in rows}
-
-
-def _best_trial(session: Session, row: models.HyperparameterTuning) -> models.Trial | None:
-    trial = models.Trial
-    order = (
-        trial.objective_value.desc()
-        if row.spec.get("objective_type_code") == ObjectiveType.MAXIMIZE
-        else trial.objective_value.asc()
-    )
-    found: models.Trial | None = session.scalars(
-        select(trial)
-        .where(
-            trial.tuning_id == row.id,
-            trial.status == str(T.SUCCEEDED),
-            trial.objective_value.is_not(None),
-        )
-        .order_by(order, trial.number)
-        .limit(1)
-    ).first()
-    return found
-
-
-def to_view(
-    session: Session, row: models.HyperparameterTuning, experiment_name: str | None
-) -> HyperparameterTuning:
-    spec = row.spec
-    counts = _counts(session, row.id)
-    best = _best_trial(session, row)
-    return HyperparameterTuning.model_validate(
-        {
-            **{name: spec[name] for name in SPEC_FIELDS if name in spec},
-            "hyperparameter_tuning_id": row.id,
-            "hyperparameter_tuning_name": row.name,
-            "description": row.description,
-            "hyperparameter_tuning_status_code": row.status,
-            "hyperparameter_tuning_status_reason": row.status_reason,
-            # a detail this version does not know (an old result file) is not shown
-            "hyperparameter_tuning_status_detail": (
-                row.status_detail if row.status_detail in DETAILS else None
-            ),
-            "experiment": {"experiment_id": row.experiment_id, "experiment_name": experiment_name},
-            "experiment_id": row.experiment_id,
-            "flavor": spec["flavor"],
-            "image": spec["image"],
-            "algorithm": spec.get("algorithm"),
-            "boot_storage": {"storage_size": 50},
-            "data_storage_list": [{"storage_size": spec.get("data_storage_size")}],
-            "training_template_id": spec.get("training_template_id"),
-            "warm_start_hyperparameter_tuning_id": spec.get("warm_start_hyperparameter_tuning_id"),
-            "successful_trial_count": counts.get(str(T.SUCCEEDED), 0),
-            "running_trial_count": counts.get(str(T.RUNNING), 0),
-            "failed_trial_count": counts.get(str(T.FAILED), 0),
-            "early_stopped_trial_count": counts.get(str(T.EARLY_STOPPED), 0),
-            "killed_trial_count": counts.get(str(T.KILLED), 0),
-            "metrics_unavailable_trial_count": counts.get(str(T.METRICS_UNAVAILABLE), 0),
-            "optimal_trial_id": best.id if best else None,
-            "optimal_trial": trial_view(best) if best else None,
-            "tensorboard_access_uri": get_settings().public_url + board_path(row.id),
-            "tensorboard_access_path": board_path(row.id),
-            "log_and_crash_app_key": row.appkey if spec.get("use_log") else None,
-            "elapsed_time_seconds": _elapsed(row),
-            "started_datetime": row.started_at,
-            "ended_datetime": row.ended_at,
-            "tag_list": row.tags,
-            "app_key": row.appkey,
-            "created_datetime": row.created_at,
-            "updated_datetime": row.updated_at,
-        }
-    )
 
 
 # -- the user's side -----------------------------------------------------------------------
