@@ -81,7 +81,7 @@ def _counts(session: Session, tuning_id: str) -> dict[str, int]:
     return {str(status): int(n) for status, n in rows}
 
 
-def _best_trial(session: Session, row: models.HyperparameterTuning) -> models.Trial | None:
+def best_trial(session: Session, row: models.HyperparameterTuning) -> models.Trial | None:
     trial = models.Trial
     order = (
         trial.objective_value.desc()
@@ -106,7 +106,7 @@ def to_view(
 ) -> HyperparameterTuning:
     spec = row.spec
     counts = _counts(session, row.id)
-    best = _best_trial(session, row)
+    best = best_trial(session, row)
     return HyperparameterTuning.model_validate(
         {
             **{name: spec[name] for name in SPEC_FIELDS if name in spec},

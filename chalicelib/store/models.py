@@ -201,3 +201,35 @@ class Trial(Base):
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Model(StatusMixin, Base):
+    """A model: an artifact (a storage URI) with its framework and serving parameters, made
+    from a URI or from a COMPLETE training or tuning (the best trial's model folder)."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("appkey", "name", name="uq_models_appkey_name"),
+        Index("ix_models_appkey_created_at", "appkey", "created_at"),
+        Index("ix_models_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255), default=None)
+    format_code: Mapped[str] = mapped_column(String(32))
+    framework_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    upload_uri: Mapped[str] = mapped_column(Text)
+    training_id: Mapped[str | None] = mapped_column(
+        ForeignKey("trainings.id", ondelete="RESTRICT"), index=True, default=None
+    )
+    tuning_id: Mapped[str | None] = mapped_column(
+        ForeignKey("hyperparameter_tunings.id", ondelete="RESTRICT"), index=True, default=None
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    parameters: Mapped[list[Any]] = mapped_column(default=list)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    parent_pipeline_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -1,0 +1,374 @@
+"""Models: create from an artifact URI or from a COMPLETE training or tuning, list, get,
+update, delete; the tick checks each new model's artifact (ACTIVE or CREATE_FAILED).
+
+A model only points at its artifact: deleting it leaves the files where they are (a
+training's or a tuning's outputs stay theirs). Trainings and tunings refuse deletion while a
+model was made from them; later resources (endpoints, batch inferences) register their own
+counters in ``DEPENDENTS`` so a model in use is not deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from chalicelib.domain import states
+from chalicelib.domain.common import Paging, utc_now
+from chalicelib.domain.model import (
+    Model,
+    ModelCreate,
+    ModelFormat,
+    ModelQuery,
+    ModelUpdate,
+)
+from chalicelib.errors import (
+    DependentResourceError,
+    DuplicateNameError,
+    StaleStateError,
+    ValidationError,
+)
+from chalicelib.objectstore import check_uri, open_uri, parse_upload_uri
+from chalicelib.observability import logger
+from chalicelib.services import trainings, tunings
+from chalicelib.services.tuning_views import best_trial
+from chalicelib.store import models
+from chalicelib.store.db import Database
+from chalicelib.store.repository import get_owned, page
+
+M = states.ModelStatus
+DependentCounter = Callable[[Session, str], int]
+DEPENDENTS: dict[str, DependentCounter] = {}  # endpoints, batch inferences register here
+IMAGE_FORMATS = {"PYTORCH": ModelFormat.PYTORCH, "TENSORFLOW": ModelFormat.TENSORFLOW}
+
+
+def _count_from(column: Any) -> DependentCounter:
+    def count(session: Session, source_id: str) -> int:
+        found = session.scalar(
+            select(func.count()).select_from(models.Model).where(column == source_id)
+        )
+        return int(found or 0)
+
+    return count
+
+
+trainings.DEPENDENTS["model(s)"] = _count_from(models.Model.training_id)
+tunings.DEPENDENTS["model(s)"] = _count_from(models.Model.tuning_id)
+
+
+def to_view(row: models.Model, source_name: str | None = None) -> Model:
+    training = tuning = None
+    if row.training_id is not None:
+        training = {"training_id": row.training_id, "training_name": source_name}
+    if row.tuning_id is not None:
+        tuning = {
+            "hyperparameter_tuning_id": row.tuning_id,
+            "hyperparameter_tuning_name": source_name,
+        }
+    return Model.model_validate(
+        {
+            "model_id": row.id,
+            "model_name": row.name,
+            "description": row.description,
+            "model_status_code": row.status,
+            "status_reason": row.status_reason,
+            "model_format_code": row.format_code,
+            "framework_version": row.framework_version,
+            "model_upload_uri": row.upload_uri,
+            "training": training,
+            "hyperparameter_tuning": tuning,
+            "trial_number": row.trial_number,
+            "parameter_list": row.parameters,
+            "tag_list": row.tags,
+            "app_key": row.appkey,
+            "created_datetime": row.created_at,
+            "updated_datetime": row.updated_at,
+        }
+    )
+
+
+def _invalid(field: str, rule: str, message: str) -> ValidationError:
+    return ValidationError(
+        f"invalid {field}: {message}",
+        details=[{"field": field, "rule": rule, "message": message}],
+    )
+
+
+def check_source(body: ModelCreate) -> None:
+    """Exactly one source of the artifact; a URI with its framework; no fine-tunings."""
+    if body.fine_tuning_id is not None:
+        raise _invalid("fineTuningId", "unsupported", "fine-tunings are not offered here")
+    given = [
+        field
+        for field, value in (
+            ("modelUploadUri", body.model_upload_uri),
+            ("trainingId", body.training_id),
+            ("hyperparameterTuningId", body.hyperparameter_tuning_id),
+        )
+        if value is not None
+    ]
+    if not given:
+        raise _invalid(
+            "modelUploadUri",
+            "required",
+            "give the model's source: modelUploadUri, trainingId or hyperparameterTuningId",
+        )
+    if len(given) > 1:
+        raise _invalid(given[1], "one_source", f"give one model source, not {' and '.join(given)}")
+    if body.model_upload_uri is not None and body.model_format_code is None:
+        raise _invalid(
+            "modelFormatCode", "required", "a model from modelUploadUri needs its framework"
+        )
+
+
+class ModelService:
+    def __init__(self, session: Session, appkey: str) -> None:
+        self.session = session
+        self.appkey = appkey
+
+    def create(self, body: ModelCreate) -> Model:
+        check_source(body)
+        fmt = body.model_format_code
+        training_id = tuning_id = trial_number = source_name = None
+        if body.model_upload_uri is not None:
+            uri = body.model_upload_uri
+            self._check_uri(uri)
+        elif body.training_id is not None:
+            training = self._complete_training(body.training_id)
+            uri, training_id, source_name = (
+                training.spec["model_upload_uri"],
+                training.id,
+                training.name,
+            )
+            fmt = fmt or self._format_of(training.spec)
+        else:
+            assert body.hyperparameter_tuning_id is not None
+            tuning = self._complete_tuning(body.hyperparameter_tuning_id)
+            best = best_trial(self.session, tuning)
+            if best is None:
+                raise _invalid(
+                    "hyperparameterTuningId",
+                    "best_trial",
+                    f"hyperparameter tuning {tuning.name} has no successful trial to take "
+                    "a model from",
+                )
+            uri = f"{tuning.spec['model_upload_uri'].rstrip('/')}/trials/{best.number}"
+            tuning_id, trial_number, source_name = tuning.id, best.number, tuning.name
+            fmt = fmt or self._format_of(tuning.spec)
+        row = models.Model(
+            id=str(uuid.uuid4()),
+            appkey=self.appkey,
+            name=body.model_name,
+            description=body.description,
+            format_code=str(fmt),
+            framework_version=body.framework_version,
+            upload_uri=uri,
+            training_id=training_id,
+            tuning_id=tuning_id,
+            trial_number=trial_number,
+            parameters=[p.model_dump(by_alias=True) for p in body.parameter_list or []],
+            tags=[tag.model_dump(by_alias=True) for tag in body.tag_list],
+            parent_pipeline_run_id=body.parent_pipeline_run_id,
+            status=str(states.MODEL.initial),
+        )
+        self.session.add(row)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise DuplicateNameError(f"a model named {body.model_name} already exists") from None
+        return to_view(row, source_name)
+
+    def get(self, model_id: str) -> Model:
+        row = self._row(model_id)
+        return to_view(row, self._source_name(row))
+
+    def list(self, query: ModelQuery) -> tuple[list[Model], Paging]:
+        model = models.Model
+        stmt = select(model).where(model.appkey == self.appkey)
+        if query.model_id_list:
+            stmt = stmt.where(model.id.in_(query.model_id_list))
+        if query.model_name_list:
+            stmt = stmt.where(model.name.in_(query.model_name_list))
+        if query.model_status_code_list:
+            stmt = stmt.where(model.status.in_(query.model_status_code_list))
+        if query.model_format_code_list:
+            stmt = stmt.where(model.format_code.in_(query.model_format_code_list))
+        stmt = stmt.order_by(model.created_at.desc(), model.id)
+        rows, total = page(self.session, stmt, query.page, query.limit)
+        paging = Paging(page=query.page, limit=query.limit, total_count=total)
+        return [to_view(row, self._source_name(row)) for row in rows], paging
+
+    def update(self, model_id: str, body: ModelUpdate) -> Model:
+        row = self._row(model_id)
+        values: dict[str, Any] = {"updated_at": utc_now()}
+        if body.model_name is not None and body.model_name != row.name:
+            values["name"] = body.model_name
+        if body.description is not None:
+            values["description"] = body.description
+        if body.tag_list is not None:
+            values["tags"] = [tag.model_dump(by_alias=True) for tag in body.tag_list]
+        model = models.Model
+        try:
+            result = self.session.execute(
+                update(model)
+                .where(model.id == row.id, model.version == row.version)
+                .values(version=model.version + 1, **values)
+                .execution_options(synchronize_session=False)
+            )
+        except IntegrityError:
+            name = values.get("name", row.name)
+            raise DuplicateNameError(f"a model named {name} already exists") from None
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise StaleStateError(f"model {model_id} changed concurrently; retry")
+        self.session.refresh(row)
+        return to_view(row, self._source_name(row))
+
+    def delete(self, model_id: str) -> None:
+        """Refused (409) while the model is being created or something uses it; the row
+        passes DELETE_IN_PROGRESS and goes in the same transaction (nothing to undeploy)."""
+        row = self._row(model_id)
+        if row.status in (str(M.CREATE_REQUESTED), str(M.CREATE_IN_PROGRESS)):
+            raise DependentResourceError(
+                f"model {row.name} is {row.status}; delete it when it is ACTIVE or CREATE_FAILED"
+            )
+        in_use = {label: count(self.session, row.id) for label, count in DEPENDENTS.items()}
+        in_use = {label: n for label, n in in_use.items() if n}
+        if in_use:
+            listed = ", ".join(f"{n} {label}" for label, n in sorted(in_use.items()))
+            raise DependentResourceError(
+                f"model {row.name} is used by {listed}; delete them first"
+            )
+        states.transition(states.MODEL, row.status, M.DELETE_IN_PROGRESS)
+        self.session.delete(row)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _row(self, model_id: str) -> models.Model:
+        return get_owned(self.session, models.Model, self.appkey, model_id, "model")
+
+    def _source_name(self, row: models.Model) -> str | None:
+        if row.training_id is not None:
+            return self.session.scalar(
+                select(models.Training.name).where(models.Training.id == row.training_id)
+            )
+        if row.tuning_id is not None:
+            return self.session.scalar(
+                select(models.HyperparameterTuning.name).where(
+                    models.HyperparameterTuning.id == row.tuning_id
+                )
+            )
+        return None
+
+    def _check_uri(self, uri: str) -> None:
+        check_uri(uri, "modelUploadUri")
+        if uri.startswith("upload://") and parse_upload_uri(uri)[0] != self.appkey:
+            raise _invalid(
+                "modelUploadUri", "upload", "an upload URI must name this appkey's uploads"
+            )
+
+    def _complete_training(self, training_id: str) -> models.Training:
+        row = get_owned(self.session, models.Training, self.appkey, training_id, "training")
+        if row.status != "COMPLETE":
+            raise _invalid(
+                "trainingId",
+                "status",
+                f"training {row.name} is {row.status}; a model is made from a COMPLETE one",
+            )
+        return row
+
+    def _complete_tuning(self, tuning_id: str) -> models.HyperparameterTuning:
+        row = get_owned(
+            self.session,
+            models.HyperparameterTuning,
+            self.appkey,
+            tuning_id,
+            "hyperparameter tuning",
+        )
+        if row.status != "COMPLETE":
+            raise _invalid(
+                "hyperparameterTuningId",
+                "status",
+                f"hyperparameter tuning {row.name} is {row.status}; a model is made from a "
+                "COMPLETE one",
+            )
+        return row
+
+    @staticmethod
+    def _format_of(spec: dict[str, Any]) -> ModelFormat:
+        image = spec.get("image") or {}
+        framework = str(image.get("framework_code") or image.get("frameworkCode") or "")
+        found = IMAGE_FORMATS.get(framework.upper())
+        if found is None:
+            raise _invalid(
+                "modelFormatCode",
+                "required",
+                f"the source's image ({framework or 'unknown framework'}) does not say the "
+                "model's framework; give modelFormatCode",
+            )
+        return found
+
+
+# -- the tick --------------------------------------------------------------------------------
+
+
+def artifact_problem(uri: str) -> str | None:
+    """Why the artifact at ``uri`` cannot be read (None when a file or a non-empty folder
+    is there). Talks to the storage: run by the tick, not in a request."""
+    try:
+        store, key = open_uri(uri)
+        if key and store.exists(key):
+            return None
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        if next(iter(store.list(prefix)), None) is not None:
+            return None
+    except Exception as exc:  # noqa: BLE001 - any storage failure is the model's reason
+        return f"the model artifact could not be read: {type(exc).__name__}: {exc}"[:1000]
+    return "the model artifact is missing: nothing at modelUploadUri"
+
+
+def reconcile(database: Database) -> None:
+    """Check the artifact of every CREATE_REQUESTED model: ACTIVE, or CREATE_FAILED with the
+    reason. The claim (CREATE_IN_PROGRESS) is a compare-and-set, so two ticks never check
+    one model twice; one left CREATE_IN_PROGRESS by a dead tick is checked again."""
+    model = models.Model
+    with database.session(read_only=True) as session:
+        pending = session.execute(
+            select(model.id, model.upload_uri, model.status).where(
+                model.status.in_((str(M.CREATE_REQUESTED), str(M.CREATE_IN_PROGRESS)))
+            )
+        ).all()
+    for model_id, uri, status in pending:
+        if status == str(M.CREATE_REQUESTED) and not _move(
+            database, model_id, status, M.CREATE_IN_PROGRESS
+        ):
+            continue
+        problem = artifact_problem(uri)
+        target = M.CREATE_FAILED if problem else M.ACTIVE
+        if _move(database, model_id, str(M.CREATE_IN_PROGRESS), target, problem):
+            logger.info(
+                "model checked",
+                extra={"modelId": model_id, "status": str(target), "reason": problem},
+            )
+
+
+def _move(
+    database: Database, model_id: str, current: str, target: M, reason: str | None = None
+) -> bool:
+    states.transition(states.MODEL, current, target)
+    model = models.Model
+    with database.session() as session:
+        result = session.execute(
+            update(model)
+            .where(model.id == model_id, model.status == current)
+            .values(
+                status=str(target),
+                status_reason=reason,
+                version=model.version + 1,
+                updated_at=utc_now(),
+            )
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -1,0 +1,285 @@
+"""/models over the in-process app: create from a URI, a COMPLETE training or a COMPLETE
+tuning's best trial; the tick's artifact check (ACTIVE or CREATE_FAILED); bad input that
+creates nothing; trainings and tunings that refuse deletion while a model comes from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import errors
+from chalicelib.dispatch.fake import FakeBackend
+from chalicelib.services import models as model_service
+from chalicelib.store.db import Database
+from tests.integration import trainings_fixtures, tunings_fixtures
+from tests.integration.conftest import ApiClient, assert_error, snapshot_tables
+from tests.integration.test_trainings_api import create as create_training
+from tests.integration.test_trainings_api import finish as finish_training
+from tests.integration.test_tunings_api import create as create_tuning
+from tests.integration.test_tunings_api import finish as finish_tuning
+from tests.integration.test_tunings_api import moved, report, trial
+from tests.integration.trainings_fixtures import Bodies
+from tests.integration.tunings_fixtures import TuningBodies
+
+file_root = trainings_fixtures.file_root
+use_backend = trainings_fixtures.use_backend
+ray = trainings_fixtures.ray
+bodies = trainings_fixtures.bodies
+tuning_bodies = tunings_fixtures.tuning_bodies
+
+MODELS = "/models"
+VALIDATION = errors.ValidationError.result_code
+NOT_FOUND = errors.NotFoundError.result_code
+DEPENDENT = errors.DependentResourceError.result_code
+DUPLICATE = errors.DuplicateNameError.result_code
+
+
+def artifact(root: Path, relative: str) -> str:
+    """A model folder with one file below the allowed root, as a file:// URI."""
+    folder = root / relative
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.joblib").write_bytes(b"not really a model, but bytes to read")
+    return f"file://{folder}"
+
+
+def create(api: ApiClient, **body: Any) -> dict[str, Any]:
+    reply = api.post(MODELS, body)
+    assert reply.status == 201, reply.body
+    model: dict[str, Any] = reply.body["model"]
+    return model
+
+
+def get(api: ApiClient, model_id: str) -> dict[str, Any]:
+    reply = api.get(f"{MODELS}/{model_id}")
+    assert reply.status == 200, reply.body
+    model: dict[str, Any] = reply.body["model"]
+    return model
+
+
+def checked(api: ApiClient, db: Database, model_id: str) -> dict[str, Any]:
+    """The model after the tick's artifact check."""
+    model_service.reconcile(db)
+    return get(api, model_id)
+
+
+def test_a_model_from_a_uri_is_requested_then_active_once_its_artifact_is_read(
+    api: ApiClient, db: Database, file_root: Path
+) -> None:
+    uri = artifact(file_root, "models/iris")
+    model = create(
+        api,
+        modelName="iris",
+        description="sklearn iris",
+        modelFormatCode="SKLEARN",
+        frameworkVersion="1.5.2",
+        modelUploadUri=uri,
+        parameterList=[{"parameterName": "max-batch", "parameterValue": 8}],
+        tagList=[{"tagKey": "team", "tagValue": "ml"}],
+    )
+    assert model["modelStatusCode"] == "CREATE_REQUESTED"
+    assert model["modelUploadUri"] == uri and model["modelFormatCode"] == "SKLEARN"
+    assert model["parameterList"] == [{"parameterName": "max-batch", "parameterValue": "8"}]
+    assert model["training"] is None and model["hyperparameterTuning"] is None
+
+    active = checked(api, db, model["modelId"])
+
+    assert active["modelStatusCode"] == "ACTIVE", active
+    assert active["statusReason"] is None and active["frameworkVersion"] == "1.5.2"
+    listed = api.get(MODELS, query={"modelStatusCodeList": "ACTIVE"})
+    assert [m["modelName"] for m in listed.body["modelList"]] == ["iris"]
+    assert listed.body["paging"]["totalCount"] == 1
+
+
+def test_a_missing_or_unreadable_artifact_fails_the_creation_with_the_reason(
+    api: ApiClient, db: Database, file_root: Path
+) -> None:
+    missing = create(
+        api,
+        modelName="missing",
+        modelFormatCode="PYTORCH",
+        modelUploadUri=f"file://{file_root}/nothing/here",
+    )
+    empty_folder = file_root / "models" / "empty"
+    empty_folder.mkdir(parents=True)
+    empty = create(
+        api, modelName="empty", modelFormatCode="PYTORCH", modelUploadUri=f"file://{empty_folder}"
+    )
+
+    failed = checked(api, db, missing["modelId"])
+    also_failed = get(api, empty["modelId"])
+
+    assert failed["modelStatusCode"] == "CREATE_FAILED"
+    assert "missing" in failed["statusReason"]
+    assert also_failed["modelStatusCode"] == "CREATE_FAILED"
+    assert api.delete(f"{MODELS}/{missing['modelId']}").status == 200  # a failed one goes
+    assert_error(api.get(f"{MODELS}/{missing['modelId']}"), 404, NOT_FOUND)
+
+
+def test_a_model_from_a_complete_training_takes_its_output_and_holds_the_training(
+    api: ApiClient, db: Database, bodies: Bodies, ray: FakeBackend
+) -> None:
+    training = create_training(api, bodies.own_code("digits"))
+    training_id = training["trainingId"]
+    early = api.post(MODELS, {"modelName": "digits", "trainingId": training_id})
+    assert_error(early, 400, VALIDATION, field="trainingId", rule="status")
+
+    finish_training(api, training_id)
+    Path(training["modelUploadUri"].removeprefix("file://")).mkdir(parents=True)
+    (Path(training["modelUploadUri"].removeprefix("file://")) / "model.pt").write_bytes(b"w")
+    model = create(api, modelName="digits", trainingId=training_id)
+
+    assert model["modelUploadUri"] == training["modelUploadUri"]
+    assert model["modelFormatCode"] == "PYTORCH"  # from the training's image
+    assert model["training"] == {"trainingId": training_id, "trainingName": "digits"}
+    assert checked(api, db, model["modelId"])["modelStatusCode"] == "ACTIVE"
+    refused = api.delete(f"/trainings/{training_id}")
+    assert_error(refused, 409, DEPENDENT)
+    assert "1 model(s)" in refused.header["resultMessage"]
+
+    assert api.delete(f"{MODELS}/{model['modelId']}").status == 200
+    assert api.delete(f"/trainings/{training_id}").status == 200
+
+
+def test_a_model_from_a_complete_tuning_takes_its_best_trials_folder(
+    api: ApiClient, db: Database, tuning_bodies: TuningBodies, ray: FakeBackend
+) -> None:
+    tuning = create_tuning(api, tuning_bodies.own_code("ranked"))
+    tuning_id = tuning["hyperparameterTuningId"]
+    assert report(api, tuning_id, "RUNNING").status == 200
+    for number, accuracy in ((0, 0.7), (1, 0.9), (2, 0.8)):
+        params = {"learning_rate": f"0.0{number + 1}", "optimizer": "sgd"}
+        assert trial(api, tuning_id, number, params=params).status == 200
+        moved(api, tuning_id, number, "RUNNING")
+        metrics = {"accuracy": {"min": accuracy, "max": accuracy, "latest": accuracy}}
+        moved(api, tuning_id, number, "SUCCEEDED", metrics=metrics, objectiveValue=accuracy)
+    early = api.post(MODELS, {"modelName": "ranked", "hyperparameterTuningId": tuning_id})
+    assert_error(early, 400, VALIDATION, field="hyperparameterTuningId", rule="status")
+    finish_tuning(api, tuning_id)
+
+    model = create(api, modelName="ranked", hyperparameterTuningId=tuning_id)
+
+    assert model["modelUploadUri"] == f"{tuning['modelUploadUri']}/trials/1"
+    assert model["trialNumber"] == 1
+    assert model["hyperparameterTuning"] == {
+        "hyperparameterTuningId": tuning_id,
+        "hyperparameterTuningName": "ranked",
+    }
+    failed = checked(api, db, model["modelId"])  # nothing was written there in this test
+    assert failed["modelStatusCode"] == "CREATE_FAILED"
+    assert_error(api.delete(f"/hyperparameter-tunings/{tuning_id}"), 409, DEPENDENT)
+    assert api.delete(f"{MODELS}/{model['modelId']}").status == 200
+    assert api.delete(f"/hyperparameter-tunings/{tuning_id}").status == 200
+
+
+def test_a_tuning_without_a_successful_trial_gives_no_model(
+    api: ApiClient, tuning_bodies: TuningBodies, ray: FakeBackend
+) -> None:
+    tuning_id = create_tuning(api, tuning_bodies.own_code("fruitless"))["hyperparameterTuningId"]
+    finish_tuning(api, tuning_id)
+    reply = api.post(MODELS, {"modelName": "none", "hyperparameterTuningId": tuning_id})
+    assert_error(reply, 400, VALIDATION, field="hyperparameterTuningId", rule="best_trial")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"modelName": "x", "modelFormatCode": "SKLEARN"}, "modelUploadUri"),
+        ({"modelName": "x", "modelUploadUri": "@uri"}, "modelFormatCode"),
+        (
+            {"modelName": "x", "modelFormatCode": "TRITON", "modelUploadUri": "@uri"},
+            "modelFormatCode",
+        ),
+        (
+            {"modelName": "x", "modelFormatCode": "SKLEARN", "modelUploadUri": "/etc"},
+            "modelUploadUri",
+        ),
+        (
+            {"modelName": "x", "modelFormatCode": "SKLEARN", "modelUploadUri": "file:///etc"},
+            "modelUploadUri",
+        ),
+        (
+            {
+                "modelName": "x",
+                "modelFormatCode": "SKLEARN",
+                "modelUploadUri": "@uri",
+                "trainingId": "00000000-0000-0000-0000-000000000000",
+            },
+            "trainingId",
+        ),
+        ({"modelName": "x", "fineTuningId": "f", "modelFormatCode": "SKLEARN"}, "fineTuningId"),
+        (
+            {"modelName": "bad name!", "modelFormatCode": "SKLEARN", "modelUploadUri": "@uri"},
+            "modelName",
+        ),
+        (
+            {
+                "modelName": "x",
+                "modelFormatCode": "SKLEARN",
+                "modelUploadUri": "@uri",
+                "parameterList": [
+                    {"parameterName": "max-len", "parameterValue": "1"},
+                    {"parameterName": "MAX_LEN", "parameterValue": "2"},
+                ],
+            },
+            "parameterList",
+        ),
+    ],
+    ids=[
+        "no source",
+        "uri without framework",
+        "unserved framework",
+        "not a uri",
+        "outside the file roots",
+        "two sources",
+        "fine-tuning",
+        "bad name",
+        "parameters clash as variables",
+    ],
+)
+def test_bad_input_is_a_400_that_creates_nothing(
+    api: ApiClient, db: Database, file_root: Path, body: dict[str, Any], field: str
+) -> None:
+    uri = artifact(file_root, "models/ok")
+    body = {k: (uri if v == "@uri" else v) for k, v in body.items()}
+    before = snapshot_tables(db)
+
+    reply = api.post(MODELS, body)
+
+    assert_error(reply, 400, VALIDATION, field=field)
+    assert snapshot_tables(db) == before
+
+
+def test_names_are_unique_per_appkey_and_another_tenant_sees_nothing(
+    api: ApiClient, other_api: ApiClient, db: Database, file_root: Path
+) -> None:
+    uri = artifact(file_root, "models/one")
+    first = create(api, modelName="one", modelFormatCode="SKLEARN", modelUploadUri=uri)
+    again = api.post(
+        MODELS, {"modelName": "one", "modelFormatCode": "SKLEARN", "modelUploadUri": uri}
+    )
+    assert_error(again, 409, DUPLICATE)
+    theirs = create(other_api, modelName="one", modelFormatCode="SKLEARN", modelUploadUri=uri)
+
+    assert_error(other_api.get(f"{MODELS}/{first['modelId']}"), 404, NOT_FOUND)
+    assert_error(other_api.delete(f"{MODELS}/{first['modelId']}"), 404, NOT_FOUND)
+    assert [m["modelId"] for m in api.get(MODELS).body["modelList"]] == [first["modelId"]]
+    assert [m["modelId"] for m in other_api.get(MODELS).body["modelList"]] == [theirs["modelId"]]
+
+
+def test_a_model_being_created_is_not_deleted_and_an_update_renames_it(
+    api: ApiClient, db: Database, file_root: Path
+) -> None:
+    uri = artifact(file_root, "models/renamed")
+    model = create(api, modelName="before", modelFormatCode="SKLEARN", modelUploadUri=uri)
+    assert_error(api.delete(f"{MODELS}/{model['modelId']}"), 409, DEPENDENT)
+
+    updated = api.put(
+        f"{MODELS}/{model['modelId']}", {"modelName": "after", "description": "renamed"}
+    )
+
+    assert updated.status == 200, updated.body
+    assert updated.body["model"]["modelName"] == "after"
+    assert checked(api, db, model["modelId"])["modelStatusCode"] == "ACTIVE"
+    assert api.delete(f"{MODELS}/{model['modelId']}").status == 200
