@@ -47,6 +47,17 @@ def screaming_snake(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).upper()
 
 
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY")
+
+
+def is_secret_parameter(name: str) -> bool:
+    """A parameter whose value is a credential (a gated Hugging Face model's ``hf_token``,
+    any ``*token*``, ``*secret*``, ``*password*``, ``*api_key*``): stored encrypted, shown
+    masked, never returned."""
+    upper = screaming_snake(name)
+    return any(word in upper for word in SECRET_WORDS)
+
+
 ModelParameterList = Annotated[
     list[Parameter],
     Field(max_length=MAX_HYPERPARAMETERS, description="at most 100 parameters"),

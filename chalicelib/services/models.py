@@ -17,14 +17,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from chalicelib import crypto
 from chalicelib.domain import states
-from chalicelib.domain.common import Paging, utc_now
+from chalicelib.domain.common import Paging, Parameter, utc_now
 from chalicelib.domain.model import (
     Model,
     ModelCreate,
     ModelFormat,
     ModelQuery,
     ModelUpdate,
+    is_secret_parameter,
 )
 from chalicelib.errors import (
     DependentResourceError,
@@ -82,13 +84,36 @@ def to_view(row: models.Model, source_name: str | None = None) -> Model:
             "training": training,
             "hyperparameter_tuning": tuning,
             "trial_number": row.trial_number,
-            "parameter_list": row.parameters,
+            "parameter_list": [_shown(p) for p in row.parameters],
             "tag_list": row.tags,
             "app_key": row.appkey,
             "created_datetime": row.created_at,
             "updated_datetime": row.updated_at,
         }
     )
+
+
+def _stored(parameter: Parameter) -> dict[str, str]:
+    """A parameter as it is stored: a credential's value encrypted."""
+    value = parameter.parameter_value
+    if is_secret_parameter(parameter.parameter_name) and value:
+        value = crypto.encrypt(value)
+    return {"parameterName": parameter.parameter_name, "parameterValue": value}
+
+
+def _shown(stored: dict[str, str]) -> dict[str, str]:
+    value = stored.get("parameterValue", "")
+    if crypto.is_encrypted(value):
+        value = crypto.MASK
+    return {"parameterName": stored["parameterName"], "parameterValue": value}
+
+
+def runtime_parameters(row: models.Model) -> list[tuple[str, str]]:
+    """The model's parameters as its serving runtime gets them (credentials decrypted), for
+    the runner that deploys it; never for an API answer or a log."""
+    return [
+        (p["parameterName"], crypto.decrypt(p.get("parameterValue", ""))) for p in row.parameters
+    ]
 
 
 def _invalid(field: str, rule: str, message: str) -> ValidationError:
@@ -170,7 +195,7 @@ class ModelService:
             training_id=training_id,
             tuning_id=tuning_id,
             trial_number=trial_number,
-            parameters=[p.model_dump(by_alias=True) for p in body.parameter_list or []],
+            parameters=[_stored(p) for p in body.parameter_list or []],
             tags=[tag.model_dump(by_alias=True) for tag in body.tag_list],
             parent_pipeline_run_id=body.parent_pipeline_run_id,
             status=str(states.MODEL.initial),

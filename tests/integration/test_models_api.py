@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
-from chalicelib import errors
+from chalicelib import crypto, errors
 from chalicelib.dispatch.fake import FakeBackend
 from chalicelib.services import models as model_service
+from chalicelib.store import models
 from chalicelib.store.db import Database
 from tests.integration import trainings_fixtures, tunings_fixtures
 from tests.integration.conftest import ApiClient, assert_error, snapshot_tables
@@ -283,3 +285,48 @@ def test_a_model_being_created_is_not_deleted_and_an_update_renames_it(
     assert updated.body["model"]["modelName"] == "after"
     assert checked(api, db, model["modelId"])["modelStatusCode"] == "ACTIVE"
     assert api.delete(f"{MODELS}/{model['modelId']}").status == 200
+
+
+def test_a_token_parameter_is_encrypted_at_rest_and_never_returned(
+    api: ApiClient, db: Database, file_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "hf_gated_model_token_1234567890"
+    uri = artifact(file_root, "models/gated")
+    model = create(
+        api,
+        modelName="gated",
+        modelFormatCode="HUGGING_FACE",
+        modelUploadUri=uri,
+        parameterList=[
+            {"parameterName": "hf_token", "parameterValue": token},
+            {"parameterName": "task", "parameterValue": "fill_mask"},
+        ],
+    )
+    checked(api, db, model["modelId"])
+
+    shown = [
+        model["parameterList"],
+        get(api, model["modelId"])["parameterList"],
+        api.get(MODELS).body["modelList"][0]["parameterList"],
+    ]
+    assert all(
+        listed
+        == [
+            {"parameterName": "hf_token", "parameterValue": crypto.MASK},
+            {"parameterName": "task", "parameterValue": "fill_mask"},
+        ]
+        for listed in shown
+    ), shown
+    database_file = Path(str(make_url(db.url).database))
+    stored = b"".join(  # the database and its write-ahead log
+        path.read_bytes() for path in database_file.parent.glob(f"{database_file.name}*")
+    )
+    assert token.encode() not in stored and b"fill_mask" in stored  # the rest is there
+    with db.session(read_only=True) as session:
+        row = session.get(models.Model, model["modelId"])
+        assert row is not None
+        assert model_service.runtime_parameters(row) == [
+            ("hf_token", token),
+            ("task", "fill_mask"),
+        ]
+    assert token not in caplog.text
