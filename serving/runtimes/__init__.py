@@ -1,0 +1,1 @@
+"""Model runtimes: the processes an endpoint stage's pods run (one model each)."""
