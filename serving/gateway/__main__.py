@@ -1,0 +1,61 @@
+"""``python -m serving.gateway``: the gateway on ``--port`` (HTTPS with ``--cert``/``--key``)
+and its admin API on ``--admin-port`` (loopback), from an optional ``--routes`` JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from serving.gateway.app import Gateway
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serving.gateway")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--admin-port", type=int, required=True)
+    parser.add_argument("--routes", type=Path, help="a routing table (JSON) to start with")
+    parser.add_argument("--cert", type=Path, help="serve HTTPS with this certificate chain")
+    parser.add_argument("--key", type=Path, help="the certificate's private key")
+    parser.add_argument("--health-interval", type=float, default=1.0)
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    gateway = Gateway(health_interval=args.health_interval)
+    if args.routes is not None:
+        gateway.table.replace(json.loads(args.routes.read_text()))
+    context = None
+    if args.cert is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+    public = web.AppRunner(gateway.app(), access_log=None)
+    admin = web.AppRunner(gateway.admin_app(), access_log=None)
+    await public.setup()
+    await admin.setup()
+    await web.TCPSite(public, args.host, args.port, ssl_context=context).start()
+    await web.TCPSite(admin, "127.0.0.1", args.admin_port).start()
+    print(f"gateway on {args.host}:{args.port}, admin on 127.0.0.1:{args.admin_port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await public.cleanup()
+    await admin.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(serve(parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The serving gateway: stage URLs in front of the model pods (aiohttp, one event loop).
+
+Each request is resolved against the routing table (:mod:`serving.gateway.routes`), sent to
+a ready pod of its model over a kept-alive connection, and answered with the pod's status,
+headers and body as they came. A background check asks every pod ``GET {health path}``
+(``/v2/health/ready`` unless the table names another) each ``health_interval`` seconds;
+only pods that answered 200 get requests. A pod that refuses a connection leaves the ready
+set at once and comes back at its next good check.
+
+A second, loopback-only server is the admin API the platform drives: ``GET/PUT /routes``
+(the whole table) and ``GET /stats`` (per stage: calls, 2xx/4xx/5xx, latency p50/p90/p99).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from serving.gateway.routes import Pool, RouteError, RouteTable, Target
+from serving.gateway.stats import StageStats
+
+MAX_BODY_BYTES = 64 * 2**20  # a larger request body is refused (413) before it is read
+HEALTH_TIMEOUT_SECONDS = 2.0
+UPSTREAM_TIMEOUT_SECONDS = 600.0  # a generation may take minutes
+# Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+def error(status: int, message: str) -> web.Response:
+    """An error in the shape KServe's servers answer with: ``{"error": message}``."""
+    return web.json_response({"error": message}, status=status)
+
+
+class Gateway:
+    def __init__(
+        self,
+        table: RouteTable | None = None,
+        *,
+        health_interval: float = 1.0,
+    ) -> None:
+        self.table = table or RouteTable()
+        self.health_interval = health_interval
+        self.stats: dict[str, StageStats] = defaultdict(StageStats)
+        self.session: aiohttp.ClientSession | None = None
+        self._checker: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, _app: web.Application | None = None) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_SECONDS),
+        )
+        self._checker = asyncio.create_task(self._check_forever())
+
+    async def stop(self, _app: web.Application | None = None) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        if self.session is not None:
+            await self.session.close()
+
+    def app(self) -> web.Application:
+        """The public application: every path is a stage's route."""
+        application = web.Application(client_max_size=MAX_BODY_BYTES)
+        application.on_startup.append(self.start)
+        application.on_cleanup.append(self.stop)
+        application.router.add_route("*", "/{tail:.*}", self.proxy)
+        return application
+
+    def admin_app(self) -> web.Application:
+        application = web.Application(client_max_size=16 * 2**20)
+        application.router.add_get("/routes", self._get_routes)
+        application.router.add_put("/routes", self._put_routes)
+        application.router.add_get("/stats", self._get_stats)
+        return application
+
+    # -- the proxy -----------------------------------------------------------------------
+
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+        try:
+            target = self.table.resolve(request.path, body if request.method == "POST" else None)
+        except RouteError as exc:
+            return error(exc.status, exc.message)
+        response = await self._forward(request, target, body)
+        self.stats[target.stage.key].record(response.status, time.perf_counter() - started)
+        return response
+
+    async def _forward(self, request: web.Request, target: Target, body: bytes) -> web.Response:
+        assert self.session is not None
+        try:
+            backend = target.pool.pick()
+        except RouteError as exc:
+            return error(exc.status, exc.message)
+        url = backend + target.path
+        if request.query_string:
+            url += "?" + request.query_string
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        try:
+            async with self.session.request(
+                request.method, url, data=body or None, headers=headers, allow_redirects=False
+            ) as upstream:
+                payload = await upstream.read()
+                answer_headers = {
+                    k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                }
+                return web.Response(status=upstream.status, body=payload, headers=answer_headers)
+        except aiohttp.ClientConnectionError as exc:
+            target.pool.ready.discard(backend)  # back at its next good health check
+            return error(502, f"the pod of model {target.pool.model} did not answer: {exc}")
+        except TimeoutError:
+            return error(504, f"the pod of model {target.pool.model} did not answer in time")
+
+    # -- health --------------------------------------------------------------------------
+
+    async def check_once(self) -> None:
+        """Ask every pod of every pool whether it is ready, all at once."""
+        checks = [
+            self._check(pool, backend) for pool in self.table.pools() for backend in pool.backends
+        ]
+        if checks:
+            await asyncio.gather(*checks)
+
+    async def _check(self, pool: Pool, backend: str) -> None:
+        assert self.session is not None
+        try:
+            async with self.session.get(
+                backend + pool.health_path,
+                timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS),
+            ) as reply:
+                await reply.read()
+                healthy = reply.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            healthy = False
+        if healthy:
+            pool.ready.add(backend)
+        else:
+            pool.ready.discard(backend)
+
+    async def _check_forever(self) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self.health_interval)
+
+    # -- admin ---------------------------------------------------------------------------
+
+    async def _get_routes(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.table.as_spec())
+
+    async def _put_routes(self, request: web.Request) -> web.Response:
+        try:
+            spec: Any = await request.json()
+            if not isinstance(spec, dict) or not isinstance(spec.get("stages", {}), dict):
+                raise ValueError('the body is {"stages": {key: {"models": {...}}}}')
+            self.table.replace(spec)
+        except (ValueError, AttributeError, TypeError) as exc:
+            return error(400, f"not a routing table: {exc}")
+        await self.check_once()  # new pods are checked now, not at the next round
+        return web.json_response(self.table.as_spec())
+
+    async def _get_stats(self, _request: web.Request) -> web.Response:
+        return web.json_response({key: s.as_dict() for key, s in self.stats.items()})

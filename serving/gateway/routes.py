@@ -1,0 +1,188 @@
+"""The gateway's routing table and how a request path maps onto it (DESIGN §5).
+
+A stage is reached under its key, the first path segment (``apigwStageUrl`` is
+``{gateway host}/{key}``). Below it the routes of the serving contract are accepted with a
+``/{model}`` prefix (``/{model}/v2/models/{model}/infer``) and without it, when the stage
+holds that model (``/v2/models/{model}/infer``, what the SDK calls). OpenAI routes name no
+model in the path: ``/openai/v1/completions`` and ``/v1/completions`` go to the model the
+body names, or to the stage's only model.
+
+The table is replaced whole (``RouteTable.replace``): a request takes the table as it was
+when it arrived, so a default-stage switch never sees half of a change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+OPENAI_LEAVES = ("completions", "chat/completions")
+
+
+class RouteError(Exception):
+    """A request that no route serves: the status and the message to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Pool:
+    """The pods serving one model in one stage; only ready ones get requests."""
+
+    model: str
+    backends: tuple[str, ...]  # base URLs, ``http://10.0.0.5:8080``
+    ready: set[str] = field(default_factory=set)
+    health_path: str = "/v2/health/ready"
+    _turn: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._turn = itertools.count()
+
+    def pick(self) -> str:
+        """The next ready backend, round robin."""
+        ready = [b for b in self.backends if b in self.ready]
+        if not ready:
+            raise RouteError(503, f"model {self.model} has no ready pod in this stage")
+        return ready[next(self._turn) % len(ready)]
+
+
+@dataclass
+class Stage:
+    key: str
+    pools: dict[str, Pool]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one request goes: the stage, the model's pool and the path on the pod."""
+
+    stage: Stage
+    pool: Pool
+    path: str
+
+
+def _pools(models: Mapping[str, Any], ready: Mapping[str, set[str]]) -> dict[str, Pool]:
+    """A model's entry is its backend URLs, or ``{"backends": [...], "healthPath": ...}``."""
+    pools = {}
+    for model, entry in models.items():
+        backends: Iterable[str] = entry["backends"] if isinstance(entry, dict) else entry
+        urls = tuple(str(b).rstrip("/") for b in backends)
+        known = {u for u in urls if u in ready.get(model, set())}
+        pool = Pool(str(model), urls, known)
+        if isinstance(entry, dict) and entry.get("healthPath"):
+            pool.health_path = str(entry["healthPath"])
+        pools[str(model)] = pool
+    return pools
+
+
+class RouteTable:
+    """Stages by key. ``replace`` swaps in a new table; the readiness known for a backend
+    that stays is kept, so a change does not make ready pods look new."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, Stage] = {}
+
+    def replace(self, spec: Mapping[str, Any]) -> None:
+        """``{"stages": {key: {"models": {name: [backend URL, ...]}}}}`` (or a model as
+        ``{"backends": [...], "healthPath": "/ping"}``)."""
+        known = {
+            (key, name): pool.ready
+            for key, stage in self.stages.items()
+            for name, pool in stage.pools.items()
+        }
+        stages = {}
+        for key, stage in (spec.get("stages") or {}).items():
+            models = stage.get("models") or {}
+            ready = {name: known.get((key, name), set()) for name in models}
+            stages[str(key)] = Stage(str(key), _pools(models, ready))
+        self.stages = stages
+
+    def pools(self) -> list[Pool]:
+        return [pool for stage in self.stages.values() for pool in stage.pools.values()]
+
+    def as_spec(self) -> dict[str, Any]:
+        return {
+            "stages": {
+                key: {
+                    "models": {
+                        name: {
+                            "backends": list(pool.backends),
+                            "healthPath": pool.health_path,
+                            "ready": sorted(pool.ready),
+                        }
+                        for name, pool in stage.pools.items()
+                    }
+                }
+                for key, stage in self.stages.items()
+            }
+        }
+
+    def resolve(self, path: str, body: bytes | None = None) -> Target:
+        """The target of a request for ``path`` (the body names an OpenAI request's model)."""
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            raise RouteError(404, "name a stage: /{stage}/v2/models/{model}/infer")
+        stage = self.stages.get(parts[0])
+        if stage is None:
+            raise RouteError(404, f"no endpoint stage {parts[0][:64]} here")
+        rest = parts[1:]
+        if (
+            rest
+            and rest[0] in stage.pools
+            and (len(rest) == 1 or rest[1] in ("v1", "v2", "openai"))
+        ):
+            return self._target(stage, rest[0], rest[1:], body)
+        return self._target(stage, None, rest, body)
+
+    def _target(
+        self, stage: Stage, prefix: str | None, rest: list[str], body: bytes | None
+    ) -> Target:
+        leaf = "/".join(rest)
+        named = self._named_model(rest)
+        if leaf.startswith("v1/") and leaf[3:] in OPENAI_LEAVES:
+            leaf = "openai/" + leaf  # the SDK's /v1/completions is the runtime's OpenAI route
+        if leaf.startswith("openai/v1/"):
+            named = prefix or self._body_model(body)
+        model = named or prefix or self._only_model(stage)
+        if prefix is not None and named is not None and named != prefix:
+            raise RouteError(
+                404, f"the path names model {named[:64]} below model {prefix[:64]}'s prefix"
+            )
+        pool = stage.pools.get(model)
+        if pool is None:
+            held = ", ".join(sorted(stage.pools)) or "none"
+            raise RouteError(
+                404, f"model {model[:64]} is not served by stage {stage.key} (it holds {held})"
+            )
+        return Target(stage, pool, "/" + leaf)
+
+    @staticmethod
+    def _named_model(rest: list[str]) -> str | None:
+        """``v1/models/{m}...``, ``v2/models/{m}...``: the model the path names."""
+        if len(rest) >= 3 and rest[0] in ("v1", "v2") and rest[1] == "models":
+            return rest[2].split(":", 1)[0]  # v1/models/{m}:predict
+        return None
+
+    @staticmethod
+    def _body_model(body: bytes | None) -> str | None:
+        if not body:
+            return None
+        try:
+            found = json.loads(body)
+        except ValueError:
+            return None
+        model = found.get("model") if isinstance(found, dict) else None
+        return str(model) if model else None
+
+    @staticmethod
+    def _only_model(stage: Stage) -> str:
+        if len(stage.pools) == 1:
+            return next(iter(stage.pools))
+        held = ", ".join(sorted(stage.pools)) or "none"
+        raise RouteError(404, f"name the model: stage {stage.key} holds {held}")
