@@ -11,6 +11,7 @@ import ssl
 import sys
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from serving.gateway.app import Gateway
@@ -53,7 +54,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    asyncio.run(serve(parse_args(argv)))
+    uvloop.run(serve(parse_args(argv)))  # libuv's loop: less CPU per proxied request
     return 0
 
 
