@@ -5,6 +5,7 @@ runtime serving an iris model for the end-to-end answers of OIP v1 and v2."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 import requests
 
 from serving.gateway.routes import RouteError, RouteTable
+from serving.tls import ensure_tls
 from tests.serving.models import iris_model
 from tests.serving.runtime import REPO_ROOT, RuntimeProcess, free_port
 
@@ -292,3 +294,43 @@ def test_paths_resolve_as_the_serving_contract_says() -> None:
         table.resolve("/s/v1/completions", b"not json")
     with pytest.raises(RouteError, match="name a stage"):
         table.resolve("/")
+
+
+def test_the_gateway_serves_https_with_the_platforms_own_ca(setup: Setup, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    files = ensure_tls(home)
+    again = ensure_tls(home)
+    assert again == files and (home / "tls" / "ca.pem") == files.ca
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "tls" / "ca-key.pem").stat().st_mode) == 0o600
+    port, admin_port = free_port(), free_port()
+    secure = Process(
+        [
+            "-m",
+            "serving.gateway",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--cert",
+            str(files.cert),
+            "--key",
+            str(files.key),
+            "--health-interval",
+            "0.2",
+        ],
+        tmp_path / "https-gateway.log",
+    )
+    try:
+        secure.wait_http(f"http://127.0.0.1:{admin_port}/routes")
+        routes = {"stages": {"tls": {"models": {"alpha": [setup.pods["a1"]]}}}}
+        requests.put(f"http://127.0.0.1:{admin_port}/routes", json=routes, timeout=10)
+        url = f"https://localhost:{port}/tls/v2/models/alpha/infer"
+
+        verified = requests.post(url, json={}, verify=str(files.ca), timeout=10)
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.post(url, json={}, verify=True, timeout=10)  # the system's CAs do not know it
+
+        assert verified.status_code == 200 and verified.json()["pod"] == "a1"
+    finally:
+        secure.stop()
