@@ -65,6 +65,11 @@ class RuntimeProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    def terminate(self) -> None:
+        """Ask the runtime to stop (SIGTERM) without waiting for it."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.terminate()

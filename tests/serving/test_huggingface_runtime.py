@@ -44,6 +44,8 @@ def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         yield {task: runtime.wait_ready().url for task, runtime in started.items()}
     finally:
         for runtime in started.values():
+            runtime.terminate()  # all at once: each takes a few seconds to shut down
+        for runtime in started.values():
             runtime.stop()
 
 
@@ -108,6 +110,13 @@ def test_generation_answers_text_per_prompt(runtimes: dict[str, str], task: str)
     v2 = infer_v2(runtimes[task], task, TEXTS[:1])
     assert v2.status_code == 200, v2.text
     assert v2.json()["outputs"][0]["shape"] == [1]
+
+
+@pytest.mark.parametrize("task", ["sequence_classification", "text_generation"])
+def test_a_text_longer_than_the_model_is_truncated(runtimes: dict[str, str], task: str) -> None:
+    long_text = " ".join(["the cat sat on the mat"] * 30)  # 180 words, 64 positions
+    response = predict_v1(runtimes[task], task, [long_text])
+    assert response.status_code == 200, response.text
 
 
 def test_v2_metadata_declares_a_text_input(runtimes: dict[str, str]) -> None:

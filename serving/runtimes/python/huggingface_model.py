@@ -67,6 +67,7 @@ class HuggingFaceModel(RuntimeModel):
         self.max_new_tokens = max_new_tokens
         self._tokenizer: Any = None
         self._model: Any = None
+        self._max_length = 0
 
     def load(self) -> bool:
         check_safetensors_only(self.model_dir)
@@ -84,10 +85,25 @@ class HuggingFaceModel(RuntimeModel):
         self._model.eval()
         if self._tokenizer.pad_token is None and self._tokenizer.eos_token is not None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._max_length = self._input_limit()
         if self.task is Task.TEXT_GENERATION:
             self._tokenizer.padding_side = "left"  # a batch generates after its last tokens
+            self._tokenizer.truncation_side = "left"  # a long prompt keeps its end
         self.ready = True
         return self.ready
+
+    def _input_limit(self) -> int:
+        """Tokens an input may have: a longer text is truncated instead of failing the model."""
+        config = self._model.config
+        positions = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
+        limit = min(int(self._tokenizer.model_max_length), int(positions or 1_000_000))
+        if self.task is Task.TEXT_GENERATION:  # the generated tokens need positions too
+            limit -= self.max_new_tokens
+        if limit <= 0:
+            raise ModelLoadError(f"max_new_tokens {self.max_new_tokens} leaves no room for input")
+        return limit
 
     async def predict(
         self, payload: Payload, headers: dict[str, str] | None = None
@@ -102,7 +118,9 @@ class HuggingFaceModel(RuntimeModel):
     def _run(self, batch: list[str]) -> list[Any]:
         import torch
 
-        encoded = self._tokenizer(batch, return_tensors="pt", padding=True, truncation=True)
+        encoded = self._tokenizer(
+            batch, return_tensors="pt", padding=True, truncation=True, max_length=self._max_length
+        )
         with torch.inference_mode():
             if self.task in (Task.TEXT_GENERATION, Task.TEXT2TEXT_GENERATION):
                 return self._generate(encoded)
