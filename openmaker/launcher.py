@@ -1,8 +1,11 @@
 """``openmaker up``: the embedded platform in the foreground.
 
 It migrates the database, makes sure a default appkey and token exist (printed and written
-to ``$OPENMAKER_HOME/credentials.json``), serves the Chalice app with granian, and runs the
-same ``tick()`` as the scheduled trigger on a one-second timer.
+to ``$OPENMAKER_HOME/credentials.json``), serves the Chalice app with granian, runs the
+same ``tick()`` as the scheduled trigger on a one-second timer, and starts the serving
+gateway over HTTPS with the platform's own CA (``$OPENMAKER_HOME/tls/ca.pem``; where it
+listens is written to ``$OPENMAKER_HOME/gateway.json``). A gateway that cannot start (its
+port taken) is reported and the rest of the platform runs on.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from chalicelib.services.catalog import get_catalog
 from chalicelib.services.tick import tick
 from chalicelib.store.db import Database, get_database
 from openmaker.rayhead import RayHead
+from serving.tls import ensure_tls
 
 TICK_SECONDS = 1.0
+GATEWAY_PORT = 10443  # OPENMAKER_GATEWAY_PORT; 0 turns the gateway off
+GATEWAY_ADMIN_PORT = 10091  # OPENMAKER_GATEWAY_ADMIN_PORT (loopback only)
 
 
 def _credentials_valid(database: Database, credentials: dict[str, Any]) -> bool:
@@ -111,6 +117,30 @@ def start_runners(home: Path) -> RayHead | None:
     return head
 
 
+def start_gateway(home: Path, host: str) -> subprocess.Popen[bytes] | None:
+    """The serving gateway on HTTPS, its certificate from the platform's CA (made on the
+    first start); None when ``OPENMAKER_GATEWAY_PORT`` is 0."""
+    port = int(os.environ.get("OPENMAKER_GATEWAY_PORT", GATEWAY_PORT))
+    if port == 0:
+        return None
+    admin_port = int(os.environ.get("OPENMAKER_GATEWAY_ADMIN_PORT", GATEWAY_ADMIN_PORT))
+    names = [host] if host not in ("0.0.0.0", "::", "") else []
+    files = ensure_tls(home, names)
+    command = [sys.executable, "-m", "serving.gateway", "--host", host, "--port", str(port)]
+    command += ["--admin-port", str(admin_port), "--cert", str(files.cert)]
+    command += ["--key", str(files.key)]
+    process = subprocess.Popen(command)
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    where = {
+        "url": f"https://{reachable}:{port}",
+        "adminUrl": f"http://127.0.0.1:{admin_port}",
+        "ca": str(files.ca),
+    }
+    (home / "gateway.json").write_text(json.dumps(where, indent=2) + "\n")
+    print(f"  gateway: {where['url']}  (CA {files.ca}: set REQUESTS_CA_BUNDLE)", flush=True)
+    return process
+
+
 def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: int = 2) -> int:
     os.environ.setdefault("OPENMAKER_PUBLIC_URL", _local_url(host, port))
     os.environ.setdefault("OPENMAKER_INTERNAL_API_URL", _local_url(host, port))
@@ -128,6 +158,7 @@ def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: in
     print(f"  saved in {settings.home / 'credentials.json'}", flush=True)
     runner_auth.ensure_secret()
     head = start_runners(settings.home)
+    gateway = start_gateway(settings.home, host)
     server = subprocess.Popen(server_command(host, port, workers, threads))
     stop = threading.Event()
     ticker = threading.Thread(target=_tick_forever, args=(stop,), daemon=True, name="tick")
@@ -136,12 +167,21 @@ def up(host: str = "127.0.0.1", port: int = 10090, workers: int = 2, threads: in
     def _forward(signum: int, _frame: Any) -> None:
         stop.set()
         server.send_signal(signal.SIGTERM)
+        if gateway is not None and gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, _forward)
     signal.signal(signal.SIGINT, _forward)
     code = server.wait()
     asked_to_stop = stop.is_set()  # a server that dies on its own (port in use) is a failure
     stop.set()
+    if gateway is not None:
+        if gateway.poll() is None:
+            gateway.terminate()
+        try:
+            gateway.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
     if head is not None:
         head.stop()
     return 0 if asked_to_stop else code

@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,25 @@ def test_the_running_platform_ticks_every_second(platform: RunningPlatform) -> N
         assert remaining is None
     finally:
         database.dispose()
+
+
+def test_up_starts_the_gateway_on_https_with_the_platforms_own_ca(
+    platform: RunningPlatform,
+) -> None:
+    where = json.loads((platform.home / "gateway.json").read_text())
+    assert where["ca"] == str(platform.home / "tls" / "ca.pem")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            reply = requests.get(
+                f"{where['url']}/nope/v2/health/ready", verify=where["ca"], timeout=2
+            )
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, platform.output()
+            time.sleep(0.2)
+
+    assert reply.status_code == 404 and "no endpoint stage nope" in reply.json()["error"]
+    assert requests.get(f"{where['adminUrl']}/routes", timeout=5).json() == {"stages": {}}
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{where['url']}/nope/v2", verify=True, timeout=5)
