@@ -1,0 +1,233 @@
+"""Deploying a stage's models as pods on Ray, and taking them down.
+
+A deployment names, per model, its artifact, framework, parameters, pod count and each
+pod's resources. Every pod is a detached, named Ray actor (:class:`PodHost`, namespace
+``openmaker-serving``, name ``{stage key}.{model}.{index}``) holding the resources Ray
+placed it with: it copies the artifact to its node, starts the runtime for the framework
+under a :class:`~serving.pods.PodSupervisor` (restarted on a crash) and answers with its
+address. ``deploy`` waits until every pod is ready (or one failed) and returns the routes
+the gateway takes (``{model: [pod URL, ...]}``); ``teardown`` ends a stage's pods.
+
+``python -m serving.deploy deploy --spec FILE`` prints the routes as JSON;
+``python -m serving.deploy teardown --stage KEY`` ends that stage's pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from chalicelib.domain.model import screaming_snake
+from chalicelib.objectstore import platform_store
+from chalicelib.objectstore.transfer import download_uri
+from runners.logsink import LogSink
+from runners.nodejob import free_port, openmaker_home
+from serving.pods import PodSupervisor
+
+NAMESPACE = "openmaker-serving"
+READY_TIMEOUT_SECONDS = 300.0
+PYTHON_FRAMEWORKS = {
+    "SKLEARN": "sklearn",
+    "HUGGING_FACE": "huggingface",
+    "TENSORFLOW": "tensorflow",
+}
+
+
+class DeployError(Exception):
+    """A pod that could not be made ready: the reason the stage fails with."""
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    framework: str  # SKLEARN, HUGGING_FACE, TENSORFLOW, PYTORCH
+    artifact_uri: str
+    pods: int = 1
+    cpus: float = 1.0
+    memory_bytes: int = 2 * 2**30
+    gpus: float = 0.0
+    parameters: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelSpec:
+        return cls(
+            name=str(raw["name"]),
+            framework=str(raw["framework"]).upper(),
+            artifact_uri=str(raw["artifactUri"]),
+            pods=int(raw.get("pods", 1)),
+            cpus=float(raw.get("cpus", 1.0)),
+            memory_bytes=int(raw.get("memoryBytes", 2 * 2**30)),
+            gpus=float(raw.get("gpus", 0.0)),
+            parameters=[(str(k), str(v)) for k, v in raw.get("parameters", [])],
+        )
+
+
+def runtime_command(
+    spec: ModelSpec, model_dir: Path, port: int
+) -> tuple[list[str], dict[str, str]]:
+    """The runtime a framework is served with, and the model's parameters as
+    SCREAMING_SNAKE_CASE variables (DESIGN §5; the Python runtime reads its options from
+    them and refuses arguments it does not know)."""
+    env = {screaming_snake(name): value for name, value in spec.parameters}
+    if spec.framework in PYTHON_FRAMEWORKS:
+        env.update(
+            {
+                "MODEL_NAME": spec.name,
+                "MODEL_DIR": str(model_dir),
+                "FRAMEWORK": PYTHON_FRAMEWORKS[spec.framework],
+            }
+        )
+        argv = [sys.executable, "-m", "serving.runtimes.python", "--http_port", str(port)]
+        return argv, env
+    raise DeployError(f"model {spec.name}: no runtime here serves {spec.framework} yet")
+
+
+class PodHost:
+    """One pod: the artifact on this node, the runtime supervised on a free port."""
+
+    def __init__(self, stage: str, spec: dict[str, Any], index: int) -> None:
+        self.spec = ModelSpec.from_dict(spec)
+        self.name = f"{stage}.{self.spec.name}.{index}"
+        self.folder = openmaker_home() / "work" / "pods" / self.name
+        self.sink = LogSink(platform_store(), f"logs/inference/{stage}/{self.spec.name}/{index}/")
+        self.supervisor: PodSupervisor | None = None
+        self.problem: str | None = None
+
+    def start(self) -> str | None:
+        """Copy the artifact and start the runtime; why it cannot start, or None."""
+        try:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            model_dir = self.folder / "model"
+            model_dir.mkdir(parents=True)
+            download_uri(self.spec.artifact_uri, model_dir)
+            port = free_port()
+            argv, env = runtime_command(self.spec, model_dir, port)
+            self.supervisor = PodSupervisor(
+                argv, port=port, env={**os.environ, **env}, cwd=_repo_root(), sink=self.sink
+            )
+            self.supervisor.start()
+        except Exception as exc:  # noqa: BLE001 - the stage fails with the reason
+            self.problem = f"pod {self.name}: {type(exc).__name__}: {exc}"[:2000]
+        return self.problem
+
+    def address(self) -> str:
+        assert self.supervisor is not None
+        return f"http://{ray.util.get_node_ip_address()}:{self.supervisor.port}"
+
+    def status(self) -> dict[str, Any]:
+        if self.supervisor is None:
+            return {"ready": False, "problem": self.problem}
+        return {**self.supervisor.status(), "problem": self.problem}
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.sink.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# threaded: status answers during a start
+PodActor = ray.remote(max_concurrency=4)(PodHost)  # type: ignore[call-overload]
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def deploy(
+    stage: str, models: list[dict[str, Any]], timeout: float = READY_TIMEOUT_SECONDS
+) -> dict[str, list[str]]:
+    """Start every pod of the stage and wait until all are ready; the gateway's routes."""
+    pods: list[tuple[str, Any]] = []
+    for raw in models:
+        spec = ModelSpec.from_dict(raw)
+        runtime_command(spec, Path("."), 0)  # refuse an unserved framework before any pod
+        for index in range(spec.pods):
+            actor = PodActor.options(  # type: ignore[attr-defined]
+                name=f"{stage}.{spec.name}.{index}",
+                namespace=NAMESPACE,
+                lifetime="detached",
+                get_if_exists=True,
+                num_cpus=spec.cpus,
+                num_gpus=spec.gpus,
+                memory=spec.memory_bytes,
+            ).remote(stage, raw, index)
+            pods.append((spec.name, actor))
+    problems = ray.get([actor.start.remote() for _, actor in pods], timeout=timeout)
+    failed = [p for p in problems if p]
+    if failed:
+        teardown(stage)
+        raise DeployError(failed[0])
+    deadline = time.monotonic() + timeout
+    pending = list(pods)
+    while pending:
+        statuses = ray.get([actor.status.remote() for _, actor in pending], timeout=30)
+        pending = [
+            pod for pod, status in zip(pending, statuses, strict=True) if not status["ready"]
+        ]
+        if pending and time.monotonic() > deadline:
+            teardown(stage)
+            raise DeployError(f"{len(pending)} pod(s) not ready after {timeout:.0f} s")
+        if pending:
+            time.sleep(0.5)
+    routes: dict[str, list[str]] = {}
+    for model, actor in pods:
+        routes.setdefault(model, []).append(ray.get(actor.address.remote(), timeout=30))
+    return routes
+
+
+def stage_pods(stage: str) -> list[str]:
+    return [
+        entry["name"]
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith(f"{stage}.")
+    ]
+
+
+def teardown(stage: str) -> int:
+    """End every pod of the stage (its runtime stopped first); how many there were."""
+    names = stage_pods(stage)
+    for name in names:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+        try:
+            ray.get(actor.stop.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - the kill below ends it anyway
+            time.sleep(0)
+        ray.kill(actor, no_restart=True)
+    return len(names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.deploy")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("deploy")
+    up.add_argument("--spec", type=Path, required=True, help='{"stage": KEY, "models": [...]}')
+    down = commands.add_parser("teardown")
+    down.add_argument("--stage", required=True)
+    args = parser.parse_args(argv)
+    ray.init(logging_level=logging.WARNING, log_to_driver=False, namespace=NAMESPACE)
+    if args.command == "teardown":
+        print(json.dumps({"stopped": teardown(args.stage)}), flush=True)
+        return 0
+    spec = json.loads(args.spec.read_text())
+    try:
+        routes = deploy(str(spec["stage"]), list(spec["models"]))
+    except DeployError as exc:
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 1
+    print(json.dumps({"routes": routes}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
