@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -291,12 +292,23 @@ def test_a_mar_is_served_and_sigterm_stops_torchserve_cleanly(
         process.stop()
 
 
-def test_the_runtime_exits_non_zero_when_torchserve_dies(
+def test_extra_files_and_requirements_are_archived_and_torchserve_dying_exits_1(
     weights_dir: Path, tmp_path: Path
 ) -> None:
-    process = TorchServeRuntime(weights_dir, tmp_path)
+    model_dir = tmp_path / "model"
+    shutil.copytree(weights_dir, model_dir)
+    (model_dir / "extra").mkdir()
+    names = ["setosa", "versicolor", "virginica"]
+    (model_dir / "extra" / "labels.json").write_text(json.dumps(names))
+    (model_dir / "requirements.txt").write_text("# nothing beyond the runtime's own\n")
+    process = TorchServeRuntime(model_dir, tmp_path)
     try:
         process.wait_ready()
+        assert predict(process.url, ROWS) == names
+        archived = process.work_dir / "model-store" / "iris"
+        assert {"labels.json", "requirements.txt", "handler.py"} <= {
+            path.name for path in archived.iterdir()
+        }
         java = [line for line in processes_mentioning(str(process.work_dir)) if "java" in line]
         assert len(java) == 1, java
         os.kill(int(java[0].split()[0]), signal.SIGKILL)

@@ -3,11 +3,13 @@
 Each item TorchServe hands ``handle`` is one of: a raw request (``{"body": rows}`` on
 ``/predictions``), one OIP v1 instance (four numbers), or one OIP v2 input tensor
 (``{"name", "shape", "datatype", "data"}``). It answers one item per item: class indices.
+With a ``labels.json`` (shipped in ``extra/``) it answers class names instead of indices.
 Rows whose first value is ``FAULT_VALUE`` make it raise; ``CRASH_VALUE`` kills the worker.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -23,6 +25,7 @@ FEATURES = 4
 class IrisHandler:
     def __init__(self) -> None:
         self.model: IrisNet | None = None
+        self.labels: list[str] | None = None
 
     def initialize(self, context: Any) -> None:
         model_dir = context.system_properties["model_dir"]
@@ -31,6 +34,10 @@ class IrisHandler:
         self.model = IrisNet()
         self.model.load_state_dict(state)
         self.model.eval()
+        labels_file = os.path.join(model_dir, "labels.json")
+        if os.path.isfile(labels_file):
+            with open(labels_file) as labels:
+                self.labels = json.load(labels)
 
     def handle(self, data: list[Any], context: Any) -> list[Any]:
         assert self.model is not None
@@ -42,7 +49,8 @@ class IrisHandler:
             if rows.shape[0] and rows[0, 0] == FAULT_VALUE:
                 raise RuntimeError("the model's own code failed")
             with torch.no_grad():
-                answers.append(self.model(rows).argmax(dim=1).tolist())
+                classes = self.model(rows).argmax(dim=1).tolist()
+            answers.append([self.labels[c] for c in classes] if self.labels else classes)
         if data and not _is_raw(data[0]) and _is_instance(data[0]):
             return [labels[0] for labels in answers]
         return answers
