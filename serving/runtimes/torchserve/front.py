@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ class Front:
         )
         return app
 
-    async def _client_session(self, app: web.Application) -> Any:
+    async def _client_session(self, app: web.Application) -> AsyncIterator[None]:
         self.session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.upstream.inference_key}"},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
@@ -122,17 +122,12 @@ class Front:
     async def v1_predict(self, request: web.Request) -> web.Response:
         self._check_model(request)
         instances = oip.v1_instances(await self._json(request))
-        status, result = await self._infer(json.dumps(instances).encode(), "application/json")
-        if status != 200:
-            return _error(status, result)
-        return web.json_response(oip.v1_response(result))
+        return web.json_response(oip.v1_response(await self._infer_json(instances)))
 
     async def v2_infer(self, request: web.Request) -> web.Response:
         self._check_model(request)
         handler_body, request_id = oip.v2_handler_body(await self._json(request))
-        status, result = await self._infer(json.dumps(handler_body).encode(), "application/json")
-        if status != 200:
-            return _error(status, result)
+        result = await self._infer_json(handler_body)
         try:
             answer = oip.v2_response(result, self.model_name, MODEL_VERSION, request_id)
         except ValueError as error:
@@ -140,13 +135,13 @@ class Front:
         return web.json_response(answer)
 
     async def predictions(self, request: web.Request) -> web.Response:
-        """TorchServe's own route, body passed through as sent."""
+        """TorchServe's own route: the body and the handler's answer pass through as they are."""
         self._check_model(request)
         body = await self._body(request)
-        status, result = await self._infer(body, request.content_type)
+        status, answer, content_type = await self._forward(body, request.content_type)
         if status != 200:
-            return _error(status, result)
-        return web.json_response(result)
+            raise _upstream_error(status, answer)
+        return web.Response(body=answer, status=status, headers={"Content-Type": content_type})
 
     def _check_model(self, request: web.Request) -> None:
         name = request.match_info["model"]
@@ -171,36 +166,46 @@ class Front:
         except ValueError as error:
             raise _HTTPError(400, f"request body is not JSON: {error}") from error
 
-    async def _infer(self, body: bytes, content_type: str) -> tuple[int, Any]:
-        """TorchServe's status and its JSON answer (its error message when not 200)."""
+    async def _forward(self, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+        """TorchServe's status, body and content type for ``body`` sent to the model."""
         assert self.session is not None  # set by the cleanup context before any request
         url = f"{self.upstream.inference_url}/predictions/{self.model_name}"
         try:
             async with self.session.post(
                 url, data=body, headers={"Content-Type": content_type}
             ) as response:
-                text = await response.text()
-                status = response.status
+                answer = await response.read()
+                return response.status, answer, response.content_type
         except aiohttp.ClientError as error:
-            return 503, f"TorchServe is not answering: {error}"
+            raise _HTTPError(503, f"TorchServe is not answering: {error}") from error
+
+    async def _infer_json(self, handler_body: Any) -> Any:
+        """The handler's JSON answer to ``handler_body`` (TorchServe's error when not 200)."""
+        status, answer, _ = await self._forward(
+            json.dumps(handler_body).encode(), "application/json"
+        )
+        if status != 200:
+            raise _upstream_error(status, answer)
         try:
-            answer = json.loads(text)
+            return json.loads(answer)
         except ValueError:
-            answer = text
-        if status == 200:
-            return status, answer
-        return _upstream_error(status, answer)
+            return answer.decode(errors="replace")
 
 
-def _upstream_error(status: int, answer: Any) -> tuple[int, str]:
-    if not isinstance(answer, dict):
-        return status, str(answer)[:1000]
-    message = str(answer.get("message", answer))
-    if answer.get("type") == "InvalidKeyException":
-        return 502, "the runtime's TorchServe key was refused"
+def _upstream_error(status: int, answer: bytes) -> _HTTPError:
+    """TorchServe's error as ours: its status and message, a few made clearer."""
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        return _HTTPError(status, answer.decode(errors="replace")[:1000])
+    message = str(parsed.get("message", parsed))
+    if parsed.get("type") == "InvalidKeyException":
+        return _HTTPError(502, "the runtime's TorchServe key was refused")
     if status == 503 and message == "Prediction failed":
-        return 500, "the model's handler failed on this request (see the pod's log)"
-    return status, message
+        return _HTTPError(500, "the model's handler failed on this request (see the pod's log)")
+    return _HTTPError(status, message)
 
 
 class _HTTPError(Exception):
