@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from serving.runtimes.torchserve import oip
+from serving.runtimes.torchserve.errors import InferenceInputError
 from tests.serving.torchserve_fixtures import (
     CRASH_VALUE,
     FAULT_VALUE,
@@ -340,3 +343,47 @@ def test_a_model_dir_without_a_model_exits_2_with_the_reason(
         assert reason in process.output()
     finally:
         process.stop()
+
+
+# The OIP translation on its own (no process): what the handler gets and what clients get back.
+
+
+def test_several_v2_inputs_reach_the_handler_by_name_and_outputs_come_back_by_name() -> None:
+    body = {
+        "inputs": [
+            {"name": "a", "shape": [2, 2], "datatype": "INT32", "data": [1, 2, 3, 4]},
+            {"name": "b", "shape": [1], "datatype": "BYTES", "data": ["x"]},
+        ]
+    }
+    assert oip.v2_handler_body(body) == ({"a": [[1, 2], [3, 4]], "b": ["x"]}, None)
+    answer = oip.v2_response({"p": [[0.5, 0.25]], "ok": [True], "s": ["y"]}, "m", "1", "r")
+    assert answer["id"] == "r"
+    assert answer["outputs"] == [
+        {"name": "p", "shape": [1, 2], "datatype": "FP64", "data": [0.5, 0.25]},
+        {"name": "ok", "shape": [1], "datatype": "BOOL", "data": [True]},
+        {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["y"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        ({"shape": [1], "datatype": "INT32", "data": [1.5]}, "1.5 is not a INT32 value"),
+        ({"shape": [1], "datatype": "UINT8", "data": [-1]}, "-1 is not a UINT8 value"),
+        ({"shape": [1], "datatype": "BOOL", "data": [1]}, "1 is not a BOOL value"),
+        ({"shape": [1], "datatype": "BYTES", "data": [1]}, "1 is not a BYTES value"),
+        ({"shape": [-1], "datatype": "FP32", "data": [1.0]}, "non-negative ints"),
+        ({"shape": [1], "datatype": "FP32", "data": 1.0}, "data must be a list"),
+        ({"shape": [1], "datatype": "FP32", "data": [{"v": 1}]}, "data holds an object"),
+    ],
+)
+def test_a_v2_tensor_that_contradicts_its_datatype_or_shape_is_refused(
+    tensor: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InferenceInputError, match=re.escape(message)):
+        oip.v2_handler_body({"inputs": [{"name": "x", **tensor}]})
+
+
+def test_a_ragged_handler_answer_is_not_a_v2_tensor() -> None:
+    with pytest.raises(ValueError):
+        oip.v2_response([[1, 2], [3]], "m", "1", None)
