@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
+# TorchServe's own rule for model names, kept short enough for a URL path segment.
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ def parse_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> R
     """Options from ``argv``, each falling back to its environment variable."""
     parser = build_parser(os.environ if env is None else env)
     args = parser.parse_args(list(argv))
+    if not MODEL_NAME.fullmatch(args.model_name):
+        parser.error("--model-name: letters, digits, '-' and '_', at most 128, not '-' first")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.max_body_bytes < 1:

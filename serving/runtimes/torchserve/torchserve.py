@@ -103,7 +103,7 @@ class TorchServe:
             f"-Dmodel_server_home={ts_home}",
             f"-Djava.io.tmpdir={tmp_dir}",
             "-cp",
-            f".:{ts_home / 'ts' / 'frontend' / '*'}",
+            str(ts_home / "ts" / "frontend" / "*"),
             "org.pytorch.serve.ModelServer",
             "--python",
             sys.executable,
