@@ -11,6 +11,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import requests
 
 from serving.runtimes.torchserve import oip
 from serving.runtimes.torchserve.errors import InferenceInputError
+from tests.serving.runtime import REPO_ROOT
 from tests.serving.torchserve_fixtures import (
     CRASH_VALUE,
     FAULT_VALUE,
@@ -387,3 +390,37 @@ def test_a_v2_tensor_that_contradicts_its_datatype_or_shape_is_refused(
 def test_a_ragged_handler_answer_is_not_a_v2_tensor() -> None:
     with pytest.raises(ValueError):
         oip.v2_response([[1, 2], [3]], "m", "1", None)
+
+
+def test_options_fall_back_to_screaming_snake_case_variables(tmp_path: Path) -> None:
+    env = {**os.environ, "MODEL_NAME": "iris", "MODEL_DIR": str(tmp_path / "absent")}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.runtimes.torchserve"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"model directory {tmp_path / 'absent'} does not exist" in done.stderr
+
+
+def test_a_model_name_that_is_no_path_segment_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "serving.runtimes.torchserve",
+            "--model-name",
+            "../iris",
+            "--model-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--model-name: letters, digits" in done.stderr
