@@ -8,6 +8,7 @@ from chalice import Chalice
 
 from chalicelib.api import (
     catalog,
+    endpoints,
     experiments,
     logs,
     meta,
@@ -30,6 +31,7 @@ for module in (
     trainings,
     tunings,
     models,
+    endpoints,
     logs,
     uploads,
     catalog,

@@ -37,6 +37,8 @@ class Settings:
     internal_api_url: str = "http://127.0.0.1:10090"
     # The Python that runs job drivers on the Ray nodes.
     runner_python: str = "python"
+    # host:port of the serving gateway as users reach it (a stage URL is {this}/{stage id})
+    gateway_host: str = "127.0.0.1:10443"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -77,6 +79,7 @@ class Settings:
                 os.environ.get("OPENMAKER_PUBLIC_URL", "http://127.0.0.1:10090"),
             ),
             runner_python=os.environ.get("OPENMAKER_RUNNER_PYTHON", "python"),
+            gateway_host=os.environ.get("OPENMAKER_GATEWAY_HOST", "127.0.0.1:10443"),
         )
 
 

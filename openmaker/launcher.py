@@ -123,14 +123,19 @@ def start_gateway(home: Path, host: str) -> subprocess.Popen[bytes] | None:
     port = int(os.environ.get("OPENMAKER_GATEWAY_PORT", GATEWAY_PORT))
     if port == 0:
         return None
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    os.environ.setdefault("OPENMAKER_GATEWAY_HOST", f"{reachable}:{port}")  # stage URLs
+    reset_settings()
     admin_port = int(os.environ.get("OPENMAKER_GATEWAY_ADMIN_PORT", GATEWAY_ADMIN_PORT))
     names = [host] if host not in ("0.0.0.0", "::", "") else []
     files = ensure_tls(home, names)
     command = [sys.executable, "-m", "serving.gateway", "--host", host, "--port", str(port)]
     command += ["--admin-port", str(admin_port), "--cert", str(files.cert)]
     command += ["--key", str(files.key)]
+    settings = get_settings()
+    command += ["--routes-url", f"{settings.internal_api_url}/internal/v1/gateway/routes"]
+    command += ["--secret-file", str(settings.runner_secret_file)]
     process = subprocess.Popen(command)
-    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     where = {
         "url": f"https://{reachable}:{port}",
         "adminUrl": f"http://127.0.0.1:{admin_port}",

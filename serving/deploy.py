@@ -8,8 +8,10 @@ under a :class:`~serving.pods.PodSupervisor` (restarted on a crash) and answers 
 address. ``deploy`` waits until every pod is ready (or one failed) and returns the routes
 the gateway takes (``{model: [pod URL, ...]}``); ``teardown`` ends a stage's pods.
 
-``python -m serving.deploy deploy --spec FILE`` prints the routes as JSON;
-``python -m serving.deploy teardown --stage KEY`` ends that stage's pods.
+``python -m serving.deploy stage ID`` is the Ray job the control plane submits: it asks
+the internal API for the stage's deployment, deploys it and reports ACTIVE with the routes
+(or CREATE_FAILED with the reason). ``python -m serving.deploy deploy --spec FILE`` prints
+the routes as JSON; ``python -m serving.deploy teardown --stage KEY`` ends that stage's pods.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import ray
 from chalicelib.domain.model import screaming_snake
 from chalicelib.objectstore import platform_store
 from chalicelib.objectstore.transfer import download_uri
+from runners.control import ControlPlane
 from runners.logsink import LogSink
 from runners.nodejob import free_port, openmaker_home
 from serving.pods import PodSupervisor
@@ -207,15 +210,39 @@ def teardown(stage: str) -> int:
     return len(names)
 
 
+def deploy_stage(stage_id: str) -> int:
+    """The control plane's deploy job of one stage: deploy what it says, report the end."""
+    control = ControlPlane("endpoint-stage", stage_id)
+    plan: dict[str, Any] = control._call("GET", "deployment")["deployment"]
+    if plan["status"] not in ("CREATE_REQUESTED", "CREATE_IN_PROGRESS"):
+        print(f"stage {stage_id} is {plan['status']}; nothing to deploy", flush=True)
+        return 0
+    control._call("POST", "status", {"status": "CREATE_IN_PROGRESS"})
+    try:
+        routes = deploy(str(plan["stage"]), list(plan["models"]))
+    except Exception as exc:  # noqa: BLE001 - any failure ends the stage with its reason
+        reason = str(exc) if isinstance(exc, DeployError) else f"{type(exc).__name__}: {exc}"
+        control._call("POST", "status", {"status": "CREATE_FAILED", "reason": reason[:4000]})
+        print(json.dumps({"error": reason}), flush=True)
+        return 1
+    control._call("POST", "status", {"status": "ACTIVE", "routes": routes})
+    print(json.dumps({"routes": routes}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.deploy")
     commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("stage")
+    one.add_argument("stage_id")
     up = commands.add_parser("deploy")
     up.add_argument("--spec", type=Path, required=True, help='{"stage": KEY, "models": [...]}')
     down = commands.add_parser("teardown")
     down.add_argument("--stage", required=True)
     args = parser.parse_args(argv)
     ray.init(logging_level=logging.WARNING, log_to_driver=False, namespace=NAMESPACE)
+    if args.command == "stage":
+        return deploy_stage(args.stage_id)
     if args.command == "teardown":
         print(json.dumps({"stopped": teardown(args.stage)}), flush=True)
         return 0

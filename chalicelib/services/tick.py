@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chalicelib.observability import logger
-from chalicelib.services import idempotency, models, monitoring, trainings, tunings
+from chalicelib.services import endpoints, idempotency, models, monitoring, trainings, tunings
 from chalicelib.store.db import Database, get_database
 
 Reconciler = Callable[[Database], object]
@@ -22,6 +22,7 @@ RECONCILERS: dict[str, Reconciler] = {
     "hyperparameter_tunings": tunings.reconcile,
     "optuna_studies": tunings.sweep_studies,
     "models": models.reconcile,
+    "endpoint_stages": endpoints.reconcile,
     "training_zombies": monitoring.flag_zombies,
 }
 

@@ -233,3 +233,67 @@ class Model(StatusMixin, Base):
     parent_pipeline_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class Endpoint(StatusMixin, Base):
+    """An endpoint: a name and its stages (one of them the default)."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (
+        UniqueConstraint("appkey", "name", name="uq_endpoints_appkey_name"),
+        Index("ix_endpoints_appkey_created_at", "appkey", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255), default=None)
+    parent_pipeline_run_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class EndpointStage(StatusMixin, Base):
+    """A stage of an endpoint: its flavor and nodes, its gateway key (the first path segment
+    of its URL) and its models' pods, deployed by one Ray job per deployment."""
+
+    __tablename__ = "endpoint_stages"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "name", name="uq_endpoint_stages_endpoint_name"),
+        Index("ix_endpoint_stages_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    deploy_status: Mapped[str] = mapped_column(String(32), default="CREATE_IN_PROGRESS")
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class EndpointModel(Base):
+    """A stage resource: one model on one stage, with its pods' resources and addresses."""
+
+    __tablename__ = "endpoint_models"
+    __table_args__ = (
+        UniqueConstraint("stage_id", "model_id", name="uq_endpoint_models_stage_model"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(String(36), index=True)
+    stage_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoint_stages.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pods: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)

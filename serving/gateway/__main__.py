@@ -14,6 +14,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from chalicelib.services.runner_auth import job_token
 from serving.gateway.app import Gateway
 
 
@@ -26,11 +27,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cert", type=Path, help="serve HTTPS with this certificate chain")
     parser.add_argument("--key", type=Path, help="the certificate's private key")
     parser.add_argument("--health-interval", type=float, default=1.0)
+    parser.add_argument("--routes-url", help="poll the control plane's routing table here")
+    parser.add_argument(
+        "--secret-file", type=Path, help="the runner secret that signs the routes request"
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    gateway = Gateway(health_interval=args.health_interval)
+    token = None
+    if args.routes_url and args.secret_file:
+        token = job_token("gateway", "routes", args.secret_file.read_bytes().strip())
+    gateway = Gateway(
+        health_interval=args.health_interval, routes_url=args.routes_url, routes_token=token
+    )
     if args.routes is not None:
         gateway.table.replace(json.loads(args.routes.read_text()))
     context = None

@@ -7,8 +7,10 @@ headers and body as they came. A background check asks every pod ``GET {health p
 only pods that answered 200 get requests. A pod that refuses a connection leaves the ready
 set at once and comes back at its next good check.
 
-A second, loopback-only server is the admin API the platform drives: ``GET/PUT /routes``
-(the whole table) and ``GET /stats`` (per stage: calls, 2xx/4xx/5xx, latency p50/p90/p99).
+A second, loopback-only server is the admin API: ``GET/PUT /routes`` (the whole table) and
+``GET /stats`` (per stage: calls, 2xx/4xx/5xx, latency p50/p90/p99). With a routes URL the
+gateway also polls the control plane's table (``GET /internal/v1/gateway/routes``, signed
+with the platform's runner secret) every ``poll_interval`` seconds and applies a change.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from serving.gateway.stats import StageStats
 MAX_BODY_BYTES = 64 * 2**20  # a larger request body is refused (413) before it is read
 HEALTH_TIMEOUT_SECONDS = 2.0
 UPSTREAM_TIMEOUT_SECONDS = 600.0  # a generation may take minutes
+RUNNER_HEADER = "x-openmaker-runner-token"  # chalicelib.services.runner_auth.HEADER
 # Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
     {
@@ -56,12 +59,19 @@ class Gateway:
         table: RouteTable | None = None,
         *,
         health_interval: float = 1.0,
+        routes_url: str | None = None,
+        routes_token: str | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         self.table = table or RouteTable()
         self.health_interval = health_interval
+        self.routes_url, self.routes_token = routes_url, routes_token
+        self.poll_interval = poll_interval
+        self._applied: Any = None  # the last table taken from the control plane
         self.stats: dict[str, StageStats] = defaultdict(StageStats)
         self.session: aiohttp.ClientSession | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -73,12 +83,15 @@ class Gateway:
             timeout=aiohttp.ClientTimeout(total=UPSTREAM_TIMEOUT_SECONDS),
         )
         self._checker = asyncio.create_task(self._check_forever())
+        if self.routes_url:
+            self._poller = asyncio.create_task(self._poll_forever())
 
     async def stop(self, _app: web.Application | None = None) -> None:
-        if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+        for task in (self._checker, self._poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.session is not None:
             await self.session.close()
 
@@ -168,6 +181,29 @@ class Gateway:
         while True:
             await self.check_once()
             await asyncio.sleep(self.health_interval)
+
+    async def poll_once(self) -> bool:
+        """Take the control plane's table; whether it changed."""
+        assert self.session is not None and self.routes_url is not None
+        headers = {RUNNER_HEADER: self.routes_token or ""}
+        async with self.session.get(
+            self.routes_url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+        ) as reply:
+            if reply.status != 200:
+                return False
+            spec = (await reply.json())["routes"]
+        if spec == self._applied:
+            return False
+        self.table.replace(spec)
+        self._applied = spec
+        await self.check_once()
+        return True
+
+    async def _poll_forever(self) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+                await self.poll_once()
+            await asyncio.sleep(self.poll_interval)
 
     # -- admin ---------------------------------------------------------------------------
 

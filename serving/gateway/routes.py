@@ -145,6 +145,8 @@ class RouteTable:
     ) -> Target:
         leaf = "/".join(rest)
         named = self._named_model(rest)
+        if named and len(rest) == 4 and rest[0] == "v1" and rest[3] in ("predict", "explain"):
+            leaf = f"v1/models/{named}:{rest[3]}"  # the SDK's /predict is KServe's :predict
         if leaf.startswith("v1/") and leaf[3:] in OPENAI_LEAVES:
             leaf = "openai/" + leaf  # the SDK's /v1/completions is the runtime's OpenAI route
         if leaf.startswith("openai/v1/"):

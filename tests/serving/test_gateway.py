@@ -286,6 +286,8 @@ def test_paths_resolve_as_the_serving_contract_says() -> None:
     assert table.resolve("/s/m/v2/models/m/infer").path == "/v2/models/m/infer"
     assert table.resolve("/s/v2/models/n/ready").pool.model == "n"
     assert table.resolve("/s/m/v2/health/live").path == "/v2/health/live"
+    assert table.resolve("/s/v1/models/m/predict").path == "/v1/models/m:predict"
+    assert table.resolve("/s/m/v1/models/m:predict").path == "/v1/models/m:predict"
     assert table.resolve("/s/openai/v1/completions", b'{"model": "n"}').pool.model == "n"
     assert table.resolve("/s/m/openai/v1/completions").path == "/openai/v1/completions"
     with pytest.raises(RouteError, match="below model m's prefix"):

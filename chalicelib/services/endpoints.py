@@ -1,0 +1,590 @@
+"""Endpoints, their stages and stage resources (endpoint models), and how a stage's pods are
+deployed: one Ray job per stage (``python -m serving.deploy stage {id}``) asks for the
+stage's deployment, starts the pods and reports their addresses; the gateway routes each
+ACTIVE stage's key to its pods (``gateway_routes``, polled by the gateway).
+
+An endpoint is created with its default stage; more stages can be added. A stage other
+than the default can be deleted; an endpoint only when its default stage is all that is
+left. Deleting takes the rows (and so the routes) away at once and submits a teardown job
+for the pods. A model in use by a stage is not deleted (``models.DEPENDENTS``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from chalicelib.config import get_settings
+from chalicelib.dispatch import BackendUnavailableError, JobSubmission, get_backend
+from chalicelib.domain import states
+from chalicelib.domain.catalog import Flavor
+from chalicelib.domain.common import Paging, utc_now
+from chalicelib.domain.endpoint import (
+    Endpoint,
+    EndpointCreate,
+    EndpointModel,
+    EndpointModelQuery,
+    EndpointQuery,
+    EndpointStage,
+    StageCreate,
+    StageQuery,
+    StageSpec,
+    cpu_cores,
+    memory_bytes,
+)
+from chalicelib.errors import (
+    DependentResourceError,
+    DuplicateNameError,
+    NotFoundError,
+    ValidationError,
+)
+from chalicelib.observability import logger
+from chalicelib.services import jobs, models
+from chalicelib.services.catalog import get_catalog
+from chalicelib.store import models as rows
+from chalicelib.store.db import Database
+from chalicelib.store.repository import get_owned, page
+
+ES = states.EndpointStageStatus
+EP = states.EndpointStatus
+R = states.StageResourceStatus
+RUNNER_KIND = "endpoint-stage"
+DEFAULT_STAGE = "default"
+DISPATCH_GRACE = timedelta(seconds=30)  # a stage not dispatched by then is dispatched by the tick
+
+
+def _count_uses(session: Session, model_id: str) -> int:
+    found = session.scalar(
+        select(func.count())
+        .select_from(rows.EndpointModel)
+        .where(rows.EndpointModel.model_id == model_id)
+    )
+    return int(found or 0)
+
+
+models.DEPENDENTS["endpoint stage resource(s)"] = _count_uses
+
+
+def _invalid(field: str, rule: str, message: str) -> ValidationError:
+    return ValidationError(
+        f"invalid {field}: {message}", details=[{"field": field, "rule": rule, "message": message}]
+    )
+
+
+def stage_url(key: str) -> str:
+    return f"{get_settings().gateway_host}/{key}"
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def _endpoint_model_view(
+    row: rows.EndpointModel, model: rows.Model, stage: rows.EndpointStage
+) -> EndpointModel:
+    resource = f"/{model.name}/v2/models/{model.name}/infer"
+    url = stage_url(stage.id)
+    return EndpointModel.model_validate(
+        {
+            "endpoint_model_id": row.id,
+            "endpoint_id": row.endpoint_id,
+            "endpoint_stage_id": row.stage_id,
+            "endpoint_model_status_code": row.status,
+            "model_id": model.id,
+            "model": models.to_view(model).model_dump(mode="json", by_alias=True),
+            "stage": {
+                "stage_id": stage.id,
+                "deploy_status": stage.deploy_status,
+                "stage_url": url,
+            },
+            "pod_count": int(row.spec.get("podCount", 1)),
+            "running_pod_count": len(row.pods),
+            "resource_option_detail": row.spec.get("resourceOptionDetail"),
+            "apigw_resource_uri": None,
+            "apigw_endpoint_uri": f"https://{url}{resource}",
+            "created_datetime": row.created_at,
+        }
+    )
+
+
+def _stage_view(session: Session, stage: rows.EndpointStage) -> EndpointStage:
+    pairs = session.execute(
+        select(rows.EndpointModel, rows.Model)
+        .join(rows.Model, rows.Model.id == rows.EndpointModel.model_id)
+        .where(rows.EndpointModel.stage_id == stage.id)
+        .order_by(rows.EndpointModel.created_at, rows.EndpointModel.id)
+    ).all()
+    spec = stage.spec
+    listed = [_endpoint_model_view(resource, model, stage) for resource, model in pairs]
+    return EndpointStage.model_validate(
+        {
+            "endpoint_stage_id": stage.id,
+            "endpoint_id": stage.endpoint_id,
+            "endpoint_stage_name": stage.name,
+            "apigw_stage_id": stage.id,
+            "apigw_stage_name": stage.name,
+            "endpoint_stage_status_code": stage.status,
+            "status_reason": stage.status_reason,
+            "deploy_status": stage.deploy_status,
+            "is_default_stage": stage.is_default,
+            "apigw_stage_url": stage_url(stage.id),
+            "flavor": spec["flavor"],
+            "node_count": spec.get("node_count", 1),
+            "pod_count": sum(m.pod_count for m in listed),
+            "auto_scaler": {
+                "enable": bool(spec.get("ca_enable")),
+                "min_node_count": spec.get("ca_min_node_count"),
+                "max_node_count": spec.get("ca_max_node_count"),
+                "scale_down_enable": spec.get("ca_scale_down_enable"),
+                "scale_down_util_thresh_percentage": spec.get("ca_scale_down_util_thresh"),
+                "scale_down_unneeded_minute": spec.get("ca_scale_down_unneeded_time"),
+                "scale_down_delay_after_add_minute": spec.get("ca_scale_down_delay_after_add"),
+            },
+            "description": spec.get("description"),
+            "endpoint_model_list": listed,
+            "created_datetime": stage.created_at,
+            "updated_datetime": stage.updated_at,
+        }
+    )
+
+
+def _endpoint_view(session: Session, row: rows.Endpoint) -> Endpoint:
+    stages = session.scalars(
+        select(rows.EndpointStage)
+        .where(rows.EndpointStage.endpoint_id == row.id)
+        .order_by(rows.EndpointStage.created_at, rows.EndpointStage.id)
+    ).all()
+    views = [_stage_view(session, stage) for stage in stages]
+    return Endpoint.model_validate(
+        {
+            "endpoint_id": row.id,
+            "endpoint_name": row.name,
+            "description": row.description,
+            "endpoint_status_code": row.status,
+            "status_reason": row.status_reason,
+            "default_stage": next((v for v in views if v.is_default_stage), None),
+            "endpoint_stage_list": views,
+            "app_key": row.appkey,
+            "created_datetime": row.created_at,
+            "updated_datetime": row.updated_at,
+        }
+    )
+
+
+# -- the user's side -----------------------------------------------------------------------
+
+
+class EndpointService:
+    def __init__(self, session: Session, appkey: str) -> None:
+        self.session = session
+        self.appkey = appkey
+
+    def create(self, body: EndpointCreate) -> tuple[Endpoint, str]:
+        """The endpoint with its default stage; and the stage's id, to deploy after commit."""
+        endpoint = rows.Endpoint(
+            id=str(uuid.uuid4()),
+            appkey=self.appkey,
+            name=body.endpoint_name,
+            description=body.description,
+            parent_pipeline_run_id=body.parent_pipeline_run_id,
+            status=str(states.ENDPOINT.initial),
+        )
+        self.session.add(endpoint)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise DuplicateNameError(
+                f"an endpoint named {body.endpoint_name} already exists"
+            ) from None
+        stage = self._new_stage(endpoint.id, DEFAULT_STAGE, body, default=True)
+        return _endpoint_view(self.session, endpoint), stage.id
+
+    def add_stage(self, body: StageCreate) -> EndpointStage:
+        endpoint = self._endpoint(body.endpoint_id)
+        if endpoint.status != str(EP.ACTIVE):
+            raise DependentResourceError(
+                f"endpoint {endpoint.name} is {endpoint.status}; add a stage when it is ACTIVE"
+            )
+        return _stage_view(self.session, self._new_stage(endpoint.id, body.apigw_stage_name, body))
+
+    def get(self, endpoint_id: str) -> Endpoint:
+        return _endpoint_view(self.session, self._endpoint(endpoint_id))
+
+    def find(self, query: EndpointQuery) -> tuple[list[Endpoint], Paging]:
+        model = rows.Endpoint
+        stmt = select(model).where(model.appkey == self.appkey)
+        if query.endpoint_id_list:
+            stmt = stmt.where(model.id.in_(query.endpoint_id_list))
+        if query.endpoint_name_list:
+            stmt = stmt.where(model.name.in_(query.endpoint_name_list))
+        stmt = stmt.order_by(model.created_at.desc(), model.id)
+        found, total = page(self.session, stmt, query.page, query.limit)
+        paging = Paging(page=query.page, limit=query.limit, total_count=total)
+        return [_endpoint_view(self.session, row) for row in found], paging
+
+    def stages(self, query: StageQuery) -> tuple[list[EndpointStage], Paging]:
+        model = rows.EndpointStage
+        stmt = select(model).where(model.appkey == self.appkey)
+        if query.endpoint_id:
+            stmt = stmt.where(model.endpoint_id == query.endpoint_id)
+        stmt = stmt.order_by(model.created_at, model.id)
+        found, total = page(self.session, stmt, query.page, query.limit)
+        paging = Paging(page=query.page, limit=query.limit, total_count=total)
+        return [_stage_view(self.session, row) for row in found], paging
+
+    def stage(self, stage_id: str) -> EndpointStage:
+        return _stage_view(self.session, self._stage(stage_id))
+
+    def endpoint_models(self, query: EndpointModelQuery) -> tuple[list[EndpointModel], Paging]:
+        stmt = (
+            select(rows.EndpointModel, rows.Model, rows.EndpointStage)
+            .join(rows.Model, rows.Model.id == rows.EndpointModel.model_id)
+            .join(rows.EndpointStage, rows.EndpointStage.id == rows.EndpointModel.stage_id)
+            .where(rows.EndpointModel.appkey == self.appkey)
+        )
+        if query.endpoint_stage_id:
+            stmt = stmt.where(rows.EndpointModel.stage_id == query.endpoint_stage_id)
+        stmt = stmt.order_by(rows.EndpointModel.created_at, rows.EndpointModel.id)
+        found, total = page(
+            self.session,
+            stmt,  # type: ignore[arg-type]  # three entities: page() takes any Select
+            query.page,
+            query.limit,
+            entities=False,
+        )
+        paging = Paging(page=query.page, limit=query.limit, total_count=total)
+        return [_endpoint_model_view(r[0], r[1], r[2]) for r in found], paging
+
+    def endpoint_model(self, endpoint_model_id: str) -> EndpointModel:
+        row = get_owned(
+            self.session, rows.EndpointModel, self.appkey, endpoint_model_id, "endpoint model"
+        )
+        model = self.session.get(rows.Model, row.model_id)
+        stage = self.session.get(rows.EndpointStage, row.stage_id)
+        assert model is not None and stage is not None
+        return _endpoint_model_view(row, model, stage)
+
+    def delete_stage(self, stage_id: str) -> str:
+        """Delete a stage that is not the default; its key, to tear its pods down."""
+        stage = self._stage(stage_id)
+        if stage.is_default:
+            raise DependentResourceError(
+                f"stage {stage.name} is the endpoint's default stage; make another stage the "
+                "default first, or delete the endpoint"
+            )
+        self._check_settled(stage)
+        self.session.delete(stage)
+        return stage.id
+
+    def delete(self, endpoint_id: str) -> list[str]:
+        """Delete an endpoint whose default stage is all that is left; the stage keys."""
+        endpoint = self._endpoint(endpoint_id)
+        stages = self.session.scalars(
+            select(rows.EndpointStage).where(rows.EndpointStage.endpoint_id == endpoint.id)
+        ).all()
+        others = [s.name for s in stages if not s.is_default]
+        if others:
+            raise DependentResourceError(
+                f"endpoint {endpoint.name} still has stage(s) {', '.join(sorted(others))}; "
+                "delete them first"
+            )
+        for stage in stages:
+            self._check_settled(stage)
+        self.session.delete(endpoint)
+        return [stage.id for stage in stages]
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _endpoint(self, endpoint_id: str) -> rows.Endpoint:
+        return get_owned(self.session, rows.Endpoint, self.appkey, endpoint_id, "endpoint")
+
+    def _stage(self, stage_id: str) -> rows.EndpointStage:
+        return get_owned(self.session, rows.EndpointStage, self.appkey, stage_id, "endpoint stage")
+
+    @staticmethod
+    def _check_settled(stage: rows.EndpointStage) -> None:
+        if stage.status in (str(ES.CREATE_REQUESTED), str(ES.CREATE_IN_PROGRESS)):
+            raise DependentResourceError(
+                f"stage {stage.name} is {stage.status}; delete it when it is ACTIVE or failed"
+            )
+
+    def _new_stage(
+        self, endpoint_id: str, name: str, body: StageSpec, *, default: bool = False
+    ) -> rows.EndpointStage:
+        flavor = self._flavor(body.flavor_id)
+        resources = self._resources(body, flavor)
+        spec = body.model_dump(
+            mode="json", exclude={"endpoint_model_resource_list", "flavor_id", "endpoint_id"}
+        )
+        spec["flavor"] = flavor.model_dump(mode="json", by_alias=True)
+        stage = rows.EndpointStage(
+            id=str(uuid.uuid4()),
+            appkey=self.appkey,
+            endpoint_id=endpoint_id,
+            name=name,
+            is_default=default,
+            spec=spec,
+            status=str(states.ENDPOINT_STAGE.initial),
+        )
+        self.session.add(stage)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            raise DuplicateNameError(f"this endpoint already has a stage named {name}") from None
+        for model_id, resource in resources:
+            self.session.add(
+                rows.EndpointModel(
+                    id=str(uuid.uuid4()),
+                    appkey=self.appkey,
+                    endpoint_id=endpoint_id,
+                    stage_id=stage.id,
+                    model_id=model_id,
+                    status=str(states.STAGE_RESOURCE.initial),
+                    spec=resource,
+                )
+            )
+        self.session.flush()
+        return stage
+
+    @staticmethod
+    def _flavor(flavor_id: str) -> Flavor:
+        try:
+            return get_catalog().flavor(flavor_id)
+        except NotFoundError as exc:
+            raise _invalid("flavorId", "unknown", exc.message) from None
+
+    def _resources(self, body: StageSpec, flavor: Flavor) -> list[tuple[str, dict[str, Any]]]:
+        """Each model ACTIVE, owned and once; each pod within the flavor; all pods within
+        the stage's nodes."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        cores_needed = 0.0
+        for index, item in enumerate(body.endpoint_model_resource_list):
+            field = f"endpointModelResourceList.{index}"
+            model = self.session.scalar(
+                select(rows.Model).where(
+                    rows.Model.id == item.model_id, rows.Model.appkey == self.appkey
+                )
+            )
+            if model is None:
+                raise _invalid(f"{field}.modelId", "unknown", f"no model {item.model_id[:64]}")
+            if model.status != str(states.ModelStatus.ACTIVE):
+                raise _invalid(
+                    f"{field}.modelId",
+                    "status",
+                    f"model {model.name} is {model.status}, not ACTIVE",
+                )
+            if any(model_id == model.id for model_id, _ in found):
+                raise _invalid(f"{field}.modelId", "unique", f"model {model.name} is listed twice")
+            detail = item.resource_option_detail
+            cores = cpu_cores(detail.cpu) if detail and detail.cpu else float(flavor.vcpus)
+            memory = (
+                memory_bytes(detail.memory) if detail and detail.memory else flavor.ram * 2**20
+            )
+            gpus = int(detail.gpu) if detail and detail.gpu else 0
+            if cores > flavor.vcpus:
+                raise _invalid(
+                    f"{field}.resourceOptionDetail.cpu",
+                    "flavor",
+                    f"{cores:g} cores is more than flavor {flavor.name} has ({flavor.vcpus})",
+                )
+            if memory > flavor.ram * 2**20:
+                raise _invalid(
+                    f"{field}.resourceOptionDetail.memory",
+                    "flavor",
+                    f"more memory than flavor {flavor.name} has ({flavor.ram} MiB)",
+                )
+            if gpus > flavor.gpu_count:
+                raise _invalid(
+                    f"{field}.resourceOptionDetail.gpu",
+                    "flavor",
+                    f"{gpus} GPU(s) is more than flavor {flavor.name} has ({flavor.gpu_count})",
+                )
+            cores_needed += cores * item.pod_count
+            found.append(
+                (
+                    model.id,
+                    {
+                        "podCount": item.pod_count,
+                        "cpus": cores,
+                        "memoryBytes": memory,
+                        "gpus": gpus,
+                        "resourceOptionDetail": detail.model_dump(mode="json", by_alias=True)
+                        if detail
+                        else None,
+                        "podAutoScaleEnable": item.pod_auto_scale_enable,
+                        "scaleMetricCode": item.scale_metric_code,
+                        "scaleMetricTarget": item.scale_metric_target,
+                    },
+                )
+            )
+        if cores_needed > flavor.vcpus * body.node_count:
+            raise _invalid(
+                "endpointModelResourceList",
+                "capacity",
+                f"the pods need {cores_needed:g} cores; {body.node_count} node(s) of flavor "
+                f"{flavor.name} have {flavor.vcpus * body.node_count}",
+            )
+        return found
+
+
+# -- the deployer's side ---------------------------------------------------------------------
+
+
+def deployment(session: Session, stage_id: str) -> dict[str, Any]:
+    """What ``serving.deploy`` starts for a stage (credentials decrypted for the runtime)."""
+    stage = session.get(rows.EndpointStage, stage_id)
+    if stage is None:
+        raise NotFoundError(f"endpoint stage {stage_id[:64]} not found")
+    pairs = session.execute(
+        select(rows.EndpointModel, rows.Model)
+        .join(rows.Model, rows.Model.id == rows.EndpointModel.model_id)
+        .where(rows.EndpointModel.stage_id == stage.id)
+        .order_by(rows.EndpointModel.created_at, rows.EndpointModel.id)
+    ).all()
+    return {
+        "stage": stage.id,
+        "status": stage.status,
+        "models": [
+            {
+                "name": model.name,
+                "framework": model.format_code,
+                "artifactUri": model.upload_uri,
+                "pods": resource.spec.get("podCount", 1),
+                "cpus": resource.spec.get("cpus", 1.0),
+                "memoryBytes": resource.spec.get("memoryBytes", 2 * 2**30),
+                "gpus": resource.spec.get("gpus", 0),
+                "parameters": models.runtime_parameters(model),
+            }
+            for resource, model in pairs
+        ],
+    }
+
+
+def report(
+    session: Session,
+    stage_id: str,
+    status: str,
+    reason: str | None,
+    routes: dict[str, list[str]] | None,
+) -> str:
+    """The deployer's report: the stage walks to ``status``; its models' pods and statuses
+    follow, and the endpoint follows its default stage."""
+    stage = session.get(rows.EndpointStage, stage_id)
+    if stage is None:
+        raise NotFoundError(f"endpoint stage {stage_id[:64]} not found")
+    target = states.ENDPOINT_STAGE.parse(status)
+    if target is None:
+        raise _invalid("status", "enum", f"{status[:64]} is not a stage status")
+    if stage.status != str(target):
+        for step in states.path(states.ENDPOINT_STAGE, stage.status, target):
+            states.transition(states.ENDPOINT_STAGE, stage.status, step)
+            stage.status = str(step)
+    stage.status_reason = reason
+    stage.deploy_status = {ES.ACTIVE: "ACTIVE", ES.CREATE_FAILED: "STAGE_DEPLOY_FAIL"}.get(
+        target, "STAGE_DEPLOYING"
+    )
+    stage.updated_at = utc_now()
+    resources = session.scalars(
+        select(rows.EndpointModel).where(rows.EndpointModel.stage_id == stage.id)
+    ).all()
+    names = {
+        m.id: m.name
+        for m in session.scalars(
+            select(rows.Model).where(rows.Model.id.in_([r.model_id for r in resources]))
+        )
+    }
+    resource_status = {ES.ACTIVE: R.ACTIVE, ES.CREATE_FAILED: R.CREATE_FAILED}.get(
+        target, R.CREATE_IN_PROGRESS
+    )
+    for resource in resources:
+        if resource.status != str(resource_status):
+            for resource_step in states.path(
+                states.STAGE_RESOURCE, resource.status, resource_status
+            ):
+                resource.status = str(resource_step)
+        resource.pods = list((routes or {}).get(names[resource.model_id], []))
+        resource.updated_at = utc_now()
+    if stage.is_default:
+        endpoint = session.get(rows.Endpoint, stage.endpoint_id)
+        ends = {ES.ACTIVE: EP.ACTIVE, ES.CREATE_FAILED: EP.CREATE_FAILED}
+        if endpoint is not None and target in ends and endpoint.status != str(ends[target]):
+            for endpoint_step in states.path(states.ENDPOINT, endpoint.status, ends[target]):
+                endpoint.status = str(endpoint_step)
+            endpoint.status_reason = reason
+            endpoint.updated_at = utc_now()
+    return stage.status
+
+
+def gateway_routes(session: Session) -> dict[str, Any]:
+    """Every ACTIVE stage's key with its models' pods: the gateway's table."""
+    found = session.execute(
+        select(rows.EndpointStage.id, rows.Model.name, rows.EndpointModel.pods)
+        .join(rows.EndpointModel, rows.EndpointModel.stage_id == rows.EndpointStage.id)
+        .join(rows.Model, rows.Model.id == rows.EndpointModel.model_id)
+        .where(rows.EndpointStage.status == str(ES.ACTIVE))
+    ).all()
+    stages: dict[str, Any] = {}
+    for key, model, pods in found:
+        stages.setdefault(key, {"models": {}})["models"][model] = list(pods or [])
+    return {"stages": stages}
+
+
+# -- dispatch ----------------------------------------------------------------------------------
+
+
+def _submit(submission_id: str, entrypoint: str) -> None:
+    get_backend().submit(
+        JobSubmission(
+            submission_id=submission_id,
+            entrypoint=entrypoint,
+            env_vars=jobs.runner_env(),
+            metadata={"kind": RUNNER_KIND},
+        )
+    )
+
+
+def dispatch(database: Database, stage_id: str) -> None:
+    """Submit the stage's deploy job (its id is the submission's: a retry starts none)."""
+    python = get_settings().runner_python
+    try:
+        _submit(f"deploy-{stage_id}", f"{python} -m serving.deploy stage {stage_id}")
+    except BackendUnavailableError as exc:
+        logger.warning("stage deploy not dispatched", extra={"stageId": stage_id, "why": str(exc)})
+        return
+    with database.session() as session:
+        stage = session.get(rows.EndpointStage, stage_id)
+        if stage is not None and stage.dispatched_at is None:
+            stage.dispatched_at = utc_now()
+
+
+def teardown(stage_ids: list[str]) -> None:
+    python = get_settings().runner_python
+    for stage_id in stage_ids:
+        try:
+            _submit(
+                f"teardown-{stage_id}-{uuid.uuid4().hex[:8]}",
+                f"{python} -m serving.deploy teardown --stage {stage_id}",
+            )
+        except BackendUnavailableError as exc:
+            logger.warning(
+                "stage teardown not dispatched", extra={"stageId": stage_id, "why": str(exc)}
+            )
+
+
+def reconcile(database: Database) -> None:
+    """Dispatch the stages whose deploy never went out (the after-commit call died)."""
+    cutoff = utc_now() - DISPATCH_GRACE
+    with database.session(read_only=True) as session:
+        waiting = session.scalars(
+            select(rows.EndpointStage.id).where(
+                rows.EndpointStage.status == str(ES.CREATE_REQUESTED),
+                rows.EndpointStage.dispatched_at.is_(None),
+                rows.EndpointStage.created_at < cutoff,
+            )
+        ).all()
+    for stage_id in waiting:
+        dispatch(database, stage_id)

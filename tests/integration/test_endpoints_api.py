@@ -1,0 +1,283 @@
+"""/endpoints, /endpoint-stages and /endpoint-models over the in-process app with a fake Ray:
+create with the default stage (its deploy job dispatched after the commit), the deployer's
+internal API (deployment, reports), the gateway's routes, bad input, deletion rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import errors
+from chalicelib.dispatch.fake import FakeBackend
+from chalicelib.services import models as model_service
+from chalicelib.services import runner_auth
+from chalicelib.store.db import Database
+from tests.integration import trainings_fixtures
+from tests.integration.conftest import ApiClient, Reply, assert_error, snapshot_tables
+from tests.integration.test_models_api import artifact
+from tests.integration.trainings_fixtures import flavor
+
+file_root = trainings_fixtures.file_root
+use_backend = trainings_fixtures.use_backend
+ray = trainings_fixtures.ray
+
+VALIDATION = errors.ValidationError.result_code
+DEPENDENT = errors.DependentResourceError.result_code
+NOT_FOUND = errors.NotFoundError.result_code
+
+
+def active_model(api: ApiClient, db: Database, root: Path, name: str, **extra: Any) -> str:
+    reply = api.post(
+        "/models",
+        {
+            "modelName": name,
+            "modelFormatCode": "SKLEARN",
+            "modelUploadUri": artifact(root, f"models/{name}"),
+            **extra,
+        },
+    )
+    assert reply.status == 201, reply.body
+    model_service.reconcile(db)
+    model_id: str = reply.body["model"]["modelId"]
+    return model_id
+
+
+def body(model_id: str, **overrides: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "endpointName": "iris",
+        "flavorId": flavor("m2.c2m4").id,
+        "nodeCount": 1,
+        "endpointModelResourceList": [
+            {"modelId": model_id, "resourceOptionDetail": {"cpu": "500m", "memory": "1Gi"}}
+        ],
+    }
+    found.update(overrides)
+    return found
+
+
+def internal(api: ApiClient, method: str, path: str, kind: str, ident: str, **kw: Any) -> Reply:
+    headers = {runner_auth.HEADER: runner_auth.job_token(kind, ident)}
+    return api.request(method, path, headers=headers, absolute=True, **kw)
+
+
+def stage_report(api: ApiClient, stage_id: str, **report: Any) -> Reply:
+    return internal(
+        api,
+        "POST",
+        f"/internal/v1/endpoint-stages/{stage_id}/status",
+        "endpoint-stage",
+        stage_id,
+        json_body=report,
+    )
+
+
+def routes(api: ApiClient) -> dict[str, Any]:
+    reply = internal(api, "GET", "/internal/v1/gateway/routes", "gateway", "routes")
+    assert reply.status == 200, reply.body
+    found: dict[str, Any] = reply.body["routes"]
+    return found
+
+
+def test_an_endpoint_is_created_with_its_default_stage_deployed_by_a_ray_job(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(
+        api,
+        db,
+        file_root,
+        "iris",
+        parameterList=[{"parameterName": "hf_token", "parameterValue": "s3cr3t"}],
+    )
+    created = api.post("/endpoints", body(model_id))
+    assert created.status == 201, created.body
+    endpoint = created.body["endpoint"]
+    stage = endpoint["defaultStage"]
+    stage_id = stage["endpointStageId"]
+
+    assert endpoint["endpointStatusCode"] == "CREATE_REQUESTED"
+    assert stage["isDefaultStage"] is True and stage["endpointStageName"] == "default"
+    assert stage["apigwStageUrl"].endswith(f"/{stage_id}")
+    (resource,) = stage["endpointModelList"]
+    assert resource["modelId"] == model_id and resource["podCount"] == 1
+    assert resource["model"]["modelName"] == "iris"
+    job = ray.jobs[f"deploy-{stage_id}"]
+    assert job.entrypoint.endswith(f"-m serving.deploy stage {stage_id}")
+    assert "s3cr3t" not in str(job)  # credentials travel only through the deployment call
+
+    plan = internal(
+        api,
+        "GET",
+        f"/internal/v1/endpoint-stages/{stage_id}/deployment",
+        "endpoint-stage",
+        stage_id,
+    )
+    assert plan.status == 200, plan.body
+    (model,) = plan.body["deployment"]["models"]
+    assert model["name"] == "iris" and model["framework"] == "SKLEARN"
+    assert model["cpus"] == 0.5 and model["memoryBytes"] == 2**30
+    assert model["parameters"] == [["hf_token", "s3cr3t"]]
+    forged = internal(
+        api, "GET", f"/internal/v1/endpoint-stages/{stage_id}/deployment", "training", stage_id
+    )
+    assert forged.status == 401
+    assert routes(api) == {"stages": {}}
+
+    reported = stage_report(
+        api, stage_id, status="ACTIVE", routes={"iris": ["http://10.0.0.5:8080"]}
+    )
+
+    assert reported.status == 200, reported.body
+    view = api.get(f"/endpoints/{endpoint['endpointId']}").body["endpoint"]
+    assert view["endpointStatusCode"] == "ACTIVE"
+    assert view["defaultStage"]["endpointStageStatusCode"] == "ACTIVE"
+    assert view["defaultStage"]["endpointModelList"][0]["runningPodCount"] == 1
+    assert routes(api) == {"stages": {stage_id: {"models": {"iris": ["http://10.0.0.5:8080"]}}}}
+    listed = api.get("/endpoint-models", query={"endpointStageId": stage_id}).body
+    assert [m["endpointModelStatusCode"] for m in listed["endpointModelList"]] == ["ACTIVE"]
+    assert_error(api.delete(f"/models/{model_id}"), 409, DEPENDENT)
+
+
+def test_a_failed_deployment_fails_the_endpoint_and_the_stage_with_the_reason(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "broken")
+    endpoint = api.post("/endpoints", body(model_id, endpointName="broken")).body["endpoint"]
+    stage_id = endpoint["defaultStage"]["endpointStageId"]
+
+    assert stage_report(api, stage_id, status="CREATE_FAILED", reason="pod x: no").status == 200
+
+    view = api.get(f"/endpoints/{endpoint['endpointId']}").body["endpoint"]
+    assert view["endpointStatusCode"] == "CREATE_FAILED" and view["statusReason"] == "pod x: no"
+    assert routes(api) == {"stages": {}}
+    assert api.delete(f"/endpoints/{endpoint['endpointId']}").status == 200
+    assert any(key.startswith(f"teardown-{stage_id}") for key in ray.jobs)
+    assert api.delete(f"/models/{model_id}").status == 200  # nothing uses it any more
+
+
+def test_stages_are_added_to_active_endpoints_and_deleted_but_never_the_default(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "staged")
+    endpoint = api.post("/endpoints", body(model_id, endpointName="staged")).body["endpoint"]
+    endpoint_id, default_id = endpoint["endpointId"], endpoint["defaultStage"]["endpointStageId"]
+    stage_body = {
+        "endpointId": endpoint_id,
+        "apigwStageName": "canary",
+        "flavorId": flavor("m2.c2m4").id,
+        "nodeCount": 1,
+        "endpointModelResourceList": [{"modelId": model_id}],
+    }
+    assert_error(api.post("/endpoint-stages", stage_body), 409, DEPENDENT)  # not ACTIVE yet
+    stage_report(api, default_id, status="ACTIVE", routes={"staged": ["http://p:1"]})
+
+    added = api.post("/endpoint-stages", stage_body)
+
+    assert added.status == 201, added.body
+    canary = added.body["endpointStage"]["endpointStageId"]
+    assert f"deploy-{canary}" in ray.jobs
+    listed = api.get("/endpoint-stages", query={"endpointId": endpoint_id}).body
+    assert [s["endpointStageName"] for s in listed["endpointStageList"]] == ["default", "canary"]
+    assert_error(api.delete(f"/endpoint-stages/{default_id}"), 409, DEPENDENT)
+    assert_error(api.delete(f"/endpoint-stages/{canary}"), 409, DEPENDENT)  # still deploying
+    stage_report(api, canary, status="ACTIVE", routes={"staged": ["http://q:1"]})
+    assert_error(api.delete(f"/endpoints/{endpoint_id}"), 409, DEPENDENT)  # canary left
+    assert api.delete(f"/endpoint-stages/{canary}").status == 200
+    assert list(routes(api)["stages"]) == [default_id]
+    assert api.delete(f"/endpoints/{endpoint_id}").status == 200
+    assert_error(api.get(f"/endpoints/{endpoint_id}"), 404, NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"flavorId": "no-such-flavor"}, "flavorId"),
+        ({"endpointModelResourceList": []}, "endpointModelResourceList"),
+        (
+            {"endpointModelResourceList": [{"modelId": "00000000-0000-0000-0000-000000000000"}]},
+            "endpointModelResourceList.0.modelId",
+        ),
+        (
+            {
+                "endpointModelResourceList": [
+                    {"modelId": "@", "resourceOptionDetail": {"cpu": "9"}}
+                ]
+            },
+            "endpointModelResourceList.0.resourceOptionDetail.cpu",
+        ),
+        (
+            {
+                "endpointModelResourceList": [
+                    {"modelId": "@", "resourceOptionDetail": {"memory": "64Gi"}}
+                ]
+            },
+            "endpointModelResourceList.0.resourceOptionDetail.memory",
+        ),
+        (
+            {
+                "endpointModelResourceList": [
+                    {"modelId": "@", "resourceOptionDetail": {"cpu": "x"}}
+                ]
+            },
+            "endpointModelResourceList.0.resourceOptionDetail.cpu",
+        ),
+        (
+            {"endpointModelResourceList": [{"modelId": "@", "podCount": 5}]},
+            "endpointModelResourceList",
+        ),
+        ({"endpointModelResourceList": [{"modelId": "@"}, {"modelId": "@"}]}, None),
+        ({"endpointName": "no spaces"}, "endpointName"),
+    ],
+    ids=[
+        "unknown flavor",
+        "no model",
+        "unknown model",
+        "more cpu than the flavor",
+        "more memory than the flavor",
+        "not a cpu quantity",
+        "pods beyond the nodes",
+        "a model twice",
+        "bad name",
+    ],
+)
+def test_bad_input_is_a_400_that_creates_nothing(
+    api: ApiClient,
+    db: Database,
+    file_root: Path,
+    ray: FakeBackend,
+    change: dict[str, Any],
+    field: str | None,
+) -> None:
+    model_id = active_model(api, db, file_root, "ok")
+    resources = change.get("endpointModelResourceList")
+    if resources is not None:
+        change = dict(change)
+        change["endpointModelResourceList"] = [
+            {**r, "modelId": model_id if r["modelId"] == "@" else r["modelId"]} for r in resources
+        ]
+    before = snapshot_tables(db)
+
+    reply = api.post("/endpoints", body(model_id, **change))
+
+    assert_error(reply, 400, VALIDATION, field=field)
+    assert snapshot_tables(db) == before
+    assert ray.jobs == {}
+
+
+def test_a_model_not_active_is_refused(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    reply = api.post(
+        "/models",
+        {
+            "modelName": "pending",
+            "modelFormatCode": "SKLEARN",
+            "modelUploadUri": artifact(file_root, "m"),
+        },
+    )
+    pending = reply.body["model"]["modelId"]
+    refused = api.post("/endpoints", body(pending))
+    assert_error(
+        refused, 400, VALIDATION, field="endpointModelResourceList.0.modelId", rule="status"
+    )
