@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy app.py chalicelib openmaker runners bench
+	$(BIN)/mypy serving  # apart: bench/serving.py and the serving package share a name
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
