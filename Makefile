@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit bench setup clean
 
-$(STAMP): requirements.txt requirements-dev.txt runners/requirements.txt serving/requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt runners/requirements.txt serving/requirements.txt \
+		serving/runtimes/torchserve/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -r serving/requirements.txt
+	$(BIN)/pip install --quiet --no-deps -r serving/runtimes/torchserve/requirements.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -39,6 +39,8 @@ class Settings:
     runner_python: str = "python"
     # host:port of the serving gateway as users reach it (a stage URL is {this}/{stage id})
     gateway_host: str = "127.0.0.1:10443"
+    # how long an old default stage's pods serve after a default-stage change
+    stage_switch_grace_s: float = 15.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -80,6 +82,9 @@ class Settings:
             ),
             runner_python=os.environ.get("OPENMAKER_RUNNER_PYTHON", "python"),
             gateway_host=os.environ.get("OPENMAKER_GATEWAY_HOST", "127.0.0.1:10443"),
+            stage_switch_grace_s=float(
+                os.environ.get("OPENMAKER_STAGE_SWITCH_GRACE_SECONDS", "15")
+            ),
         )
 
 

@@ -92,6 +92,10 @@ def runtime_command(
         )
         argv = [sys.executable, "-m", "serving.runtimes.python", "--http_port", str(port)]
         return argv, env
+    if spec.framework == "PYTORCH":  # TorchServe (Java 17) behind its OIP front
+        env.update({"MODEL_NAME": spec.name, "MODEL_DIR": str(model_dir)})
+        argv = [sys.executable, "-m", "serving.runtimes.torchserve", "--http-port", str(port)]
+        return argv, env
     raise DeployError(f"model {spec.name}: no runtime here serves {spec.framework} yet")
 
 
@@ -239,11 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--spec", type=Path, required=True, help='{"stage": KEY, "models": [...]}')
     down = commands.add_parser("teardown")
     down.add_argument("--stage", required=True)
+    down.add_argument("--grace", type=float, default=0.0, help="seconds to wait first")
     args = parser.parse_args(argv)
     ray.init(logging_level=logging.WARNING, log_to_driver=False, namespace=NAMESPACE)
     if args.command == "stage":
         return deploy_stage(args.stage_id)
     if args.command == "teardown":
+        time.sleep(args.grace)  # requests the gateway still sends these pods finish first
         print(json.dumps({"stopped": teardown(args.stage)}), flush=True)
         return 0
     spec = json.loads(args.spec.read_text())

@@ -3,9 +3,12 @@ stage deployer and the gateway."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import StringConstraints
 
 from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
+from chalicelib.config import get_settings
 from chalicelib.domain.common import WireModel
 from chalicelib.domain.endpoint import (
     Endpoint,
@@ -76,6 +79,29 @@ def get_endpoint(ctx: RequestContext, endpoint_id: str) -> Endpoint:
 def delete_endpoint(ctx: RequestContext, endpoint_id: str) -> None:
     keys = EndpointService(ctx.session, ctx.appkey).delete(endpoint_id)
     ctx.after_commit.append(lambda: endpoints.teardown(keys))
+
+
+class DefaultStageChange(WireModel):
+    endpoint_stage_id: Annotated[str, StringConstraints(min_length=1, max_length=36)]
+
+
+@api.route(
+    "/endpoints/{endpointId}/default-stage",
+    "PUT",
+    summary="Make an ACTIVE stage the default (the old default stage and its pods go)",
+    body=DefaultStageChange,
+    response_key="endpoint",
+    response_model=Endpoint,
+)
+def change_default_stage(
+    ctx: RequestContext, endpoint_id: str, body: DefaultStageChange
+) -> Endpoint:
+    view, old = EndpointService(ctx.session, ctx.appkey).change_default(
+        endpoint_id, body.endpoint_stage_id
+    )
+    grace = get_settings().stage_switch_grace_s
+    ctx.after_commit.append(lambda: endpoints.teardown([old], grace))
+    return view
 
 
 @api.route(

@@ -76,8 +76,14 @@ def _invalid(field: str, rule: str, message: str) -> ValidationError:
     )
 
 
-def stage_url(key: str) -> str:
-    return f"{get_settings().gateway_host}/{key}"
+def stage_key(stage: rows.EndpointStage) -> str:
+    """The first path segment of a stage's URL: the endpoint's id for its default stage (the
+    URL clients keep across a default-stage change), the stage's own id for the others."""
+    return stage.endpoint_id if stage.is_default else stage.id
+
+
+def stage_url(stage: rows.EndpointStage) -> str:
+    return f"{get_settings().gateway_host}/{stage_key(stage)}"
 
 
 # -- views ---------------------------------------------------------------------------------
@@ -87,7 +93,7 @@ def _endpoint_model_view(
     row: rows.EndpointModel, model: rows.Model, stage: rows.EndpointStage
 ) -> EndpointModel:
     resource = f"/{model.name}/v2/models/{model.name}/infer"
-    url = stage_url(stage.id)
+    url = stage_url(stage)
     return EndpointModel.model_validate(
         {
             "endpoint_model_id": row.id,
@@ -131,7 +137,7 @@ def _stage_view(session: Session, stage: rows.EndpointStage) -> EndpointStage:
             "status_reason": stage.status_reason,
             "deploy_status": stage.deploy_status,
             "is_default_stage": stage.is_default,
-            "apigw_stage_url": stage_url(stage.id),
+            "apigw_stage_url": stage_url(stage),
             "flavor": spec["flavor"],
             "node_count": spec.get("node_count", 1),
             "pod_count": sum(m.pod_count for m in listed),
@@ -267,6 +273,44 @@ class EndpointService:
         stage = self.session.get(rows.EndpointStage, row.stage_id)
         assert model is not None and stage is not None
         return _endpoint_model_view(row, model, stage)
+
+    def change_default(self, endpoint_id: str, stage_id: str) -> tuple[Endpoint, str]:
+        """Make an ACTIVE stage the default: it serves at the endpoint's URL, and the old
+        default stage goes (its pods are torn down after a grace, once the gateway has the
+        new routes); the endpoint view and the old stage's id."""
+        endpoint = self._endpoint(endpoint_id)
+        stage = self._stage(stage_id)
+        if stage.endpoint_id != endpoint.id:
+            raise _invalid(
+                "endpointStageId",
+                "endpoint",
+                f"stage {stage.name} is not a stage of this endpoint",
+            )
+        if stage.is_default:
+            raise DependentResourceError(f"stage {stage.name} is already the default stage")
+        if stage.status != str(ES.ACTIVE):
+            raise DependentResourceError(
+                f"stage {stage.name} is {stage.status}; a default stage must be ACTIVE"
+            )
+        if endpoint.status != str(EP.ACTIVE):
+            raise DependentResourceError(
+                f"endpoint {endpoint.name} is {endpoint.status}; change its default when ACTIVE"
+            )
+        old = self.session.scalars(
+            select(rows.EndpointStage).where(
+                rows.EndpointStage.endpoint_id == endpoint.id, rows.EndpointStage.is_default
+            )
+        ).one()
+        for step in (EP.UPDATE_IN_PROGRESS, EP.ACTIVE):  # nothing to wait for: it serves
+            states.transition(states.ENDPOINT, endpoint.status, step)
+            endpoint.status = str(step)
+        endpoint.updated_at = utc_now()
+        self.session.delete(old)
+        self.session.flush()
+        stage.is_default = True
+        stage.updated_at = utc_now()
+        self.session.flush()
+        return _endpoint_view(self.session, endpoint), old.id
 
     def delete_stage(self, stage_id: str) -> str:
         """Delete a stage that is not the default; its key, to tear its pods down."""
@@ -520,16 +564,25 @@ def report(
 
 
 def gateway_routes(session: Session) -> dict[str, Any]:
-    """Every ACTIVE stage's key with its models' pods: the gateway's table."""
+    """Every ACTIVE stage's models and pods, under the stage's id and, for a default stage,
+    under its endpoint's id too: the gateway's table."""
     found = session.execute(
-        select(rows.EndpointStage.id, rows.Model.name, rows.EndpointModel.pods)
+        select(
+            rows.EndpointStage.id,
+            rows.EndpointStage.endpoint_id,
+            rows.EndpointStage.is_default,
+            rows.Model.name,
+            rows.EndpointModel.pods,
+        )
         .join(rows.EndpointModel, rows.EndpointModel.stage_id == rows.EndpointStage.id)
         .join(rows.Model, rows.Model.id == rows.EndpointModel.model_id)
         .where(rows.EndpointStage.status == str(ES.ACTIVE))
     ).all()
     stages: dict[str, Any] = {}
-    for key, model, pods in found:
-        stages.setdefault(key, {"models": {}})["models"][model] = list(pods or [])
+    for stage_id, endpoint_id, is_default, model, pods in found:
+        keys = [stage_id, endpoint_id] if is_default else [stage_id]
+        for key in keys:
+            stages.setdefault(key, {"models": {}})["models"][model] = list(pods or [])
     return {"stages": stages}
 
 
@@ -561,13 +614,15 @@ def dispatch(database: Database, stage_id: str) -> None:
             stage.dispatched_at = utc_now()
 
 
-def teardown(stage_ids: list[str]) -> None:
+def teardown(stage_ids: list[str], grace: float = 0.0) -> None:
+    """Submit the jobs that end these stages' pods (after ``grace`` seconds: requests the
+    gateway still sends them finish first)."""
     python = get_settings().runner_python
     for stage_id in stage_ids:
         try:
             _submit(
                 f"teardown-{stage_id}-{uuid.uuid4().hex[:8]}",
-                f"{python} -m serving.deploy teardown --stage {stage_id}",
+                f"{python} -m serving.deploy teardown --stage {stage_id} --grace {grace:g}",
             )
         except BackendUnavailableError as exc:
             logger.warning(

@@ -37,7 +37,7 @@ class Pool:
 
     model: str
     backends: tuple[str, ...]  # base URLs, ``http://10.0.0.5:8080``
-    ready: set[str] = field(default_factory=set)
+    ready: set[str] = field(default_factory=set)  # the table's: a pod is ready everywhere
     health_path: str = "/v2/health/ready"
     _turn: Any = field(default=None, repr=False)
 
@@ -67,14 +67,13 @@ class Target:
     path: str
 
 
-def _pools(models: Mapping[str, Any], ready: Mapping[str, set[str]]) -> dict[str, Pool]:
+def _pools(models: Mapping[str, Any], ready: set[str]) -> dict[str, Pool]:
     """A model's entry is its backend URLs, or ``{"backends": [...], "healthPath": ...}``."""
     pools = {}
     for model, entry in models.items():
         backends: Iterable[str] = entry["backends"] if isinstance(entry, dict) else entry
         urls = tuple(str(b).rstrip("/") for b in backends)
-        known = {u for u in urls if u in ready.get(model, set())}
-        pool = Pool(str(model), urls, known)
+        pool = Pool(str(model), urls, ready)
         if isinstance(entry, dict) and entry.get("healthPath"):
             pool.health_path = str(entry["healthPath"])
         pools[str(model)] = pool
@@ -82,26 +81,24 @@ def _pools(models: Mapping[str, Any], ready: Mapping[str, set[str]]) -> dict[str
 
 
 class RouteTable:
-    """Stages by key. ``replace`` swaps in a new table; the readiness known for a backend
-    that stays is kept, so a change does not make ready pods look new."""
+    """Stages by key. ``replace`` swaps in a new table. Readiness belongs to a pod (a
+    backend URL), whatever stage keys route to it: a pod already known ready stays ready
+    when a change routes another key to it (a default-stage switch), so no request meets a
+    pool that has not been checked yet."""
 
     def __init__(self) -> None:
         self.stages: dict[str, Stage] = {}
+        self.ready: set[str] = set()
 
     def replace(self, spec: Mapping[str, Any]) -> None:
         """``{"stages": {key: {"models": {name: [backend URL, ...]}}}}`` (or a model as
         ``{"backends": [...], "healthPath": "/ping"}``)."""
-        known = {
-            (key, name): pool.ready
-            for key, stage in self.stages.items()
-            for name, pool in stage.pools.items()
-        }
         stages = {}
         for key, stage in (spec.get("stages") or {}).items():
-            models = stage.get("models") or {}
-            ready = {name: known.get((key, name), set()) for name in models}
-            stages[str(key)] = Stage(str(key), _pools(models, ready))
+            stages[str(key)] = Stage(str(key), _pools(stage.get("models") or {}, self.ready))
         self.stages = stages
+        routed = {b for stage in stages.values() for p in stage.pools.values() for b in p.backends}
+        self.ready &= routed  # a pod no longer routed to is forgotten
 
     def pools(self) -> list[Pool]:
         return [pool for stage in self.stages.values() for pool in stage.pools.values()]
@@ -114,7 +111,7 @@ class RouteTable:
                         name: {
                             "backends": list(pool.backends),
                             "healthPath": pool.health_path,
-                            "ready": sorted(pool.ready),
+                            "ready": sorted(b for b in pool.backends if b in pool.ready),
                         }
                         for name, pool in stage.pools.items()
                     }

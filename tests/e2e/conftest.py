@@ -71,6 +71,7 @@ def platform_env(home: Path) -> dict[str, str]:
     env["OPENMAKER_SAMPLE_SECONDS"] = "0.5"  # monitoring samples often enough to see
     env["OPENMAKER_GATEWAY_PORT"] = str(free_port())  # platforms side by side
     env["OPENMAKER_GATEWAY_ADMIN_PORT"] = str(free_port())
+    env["OPENMAKER_STAGE_SWITCH_GRACE_SECONDS"] = "3"  # an old default stage goes soon
     ray_address = os.environ.get("OPENMAKER_TEST_RAY_ADDRESS")
     if ray_address:
         env["OPENMAKER_RAY_ADDRESS"] = ray_address

@@ -98,7 +98,7 @@ def test_an_endpoint_is_created_with_its_default_stage_deployed_by_a_ray_job(
 
     assert endpoint["endpointStatusCode"] == "CREATE_REQUESTED"
     assert stage["isDefaultStage"] is True and stage["endpointStageName"] == "default"
-    assert stage["apigwStageUrl"].endswith(f"/{stage_id}")
+    assert stage["apigwStageUrl"].endswith(f"/{endpoint['endpointId']}")  # the default's URL
     (resource,) = stage["endpointModelList"]
     assert resource["modelId"] == model_id and resource["podCount"] == 1
     assert resource["model"]["modelName"] == "iris"
@@ -133,7 +133,8 @@ def test_an_endpoint_is_created_with_its_default_stage_deployed_by_a_ray_job(
     assert view["endpointStatusCode"] == "ACTIVE"
     assert view["defaultStage"]["endpointStageStatusCode"] == "ACTIVE"
     assert view["defaultStage"]["endpointModelList"][0]["runningPodCount"] == 1
-    assert routes(api) == {"stages": {stage_id: {"models": {"iris": ["http://10.0.0.5:8080"]}}}}
+    table = {"models": {"iris": ["http://10.0.0.5:8080"]}}
+    assert routes(api) == {"stages": {stage_id: table, endpoint["endpointId"]: table}}
     listed = api.get("/endpoint-models", query={"endpointStageId": stage_id}).body
     assert [m["endpointModelStatusCode"] for m in listed["endpointModelList"]] == ["ACTIVE"]
     assert_error(api.delete(f"/models/{model_id}"), 409, DEPENDENT)
@@ -184,7 +185,7 @@ def test_stages_are_added_to_active_endpoints_and_deleted_but_never_the_default(
     stage_report(api, canary, status="ACTIVE", routes={"staged": ["http://q:1"]})
     assert_error(api.delete(f"/endpoints/{endpoint_id}"), 409, DEPENDENT)  # canary left
     assert api.delete(f"/endpoint-stages/{canary}").status == 200
-    assert list(routes(api)["stages"]) == [default_id]
+    assert sorted(routes(api)["stages"]) == sorted([default_id, endpoint_id])
     assert api.delete(f"/endpoints/{endpoint_id}").status == 200
     assert_error(api.get(f"/endpoints/{endpoint_id}"), 404, NOT_FOUND)
 
@@ -281,3 +282,37 @@ def test_a_model_not_active_is_refused(
     assert_error(
         refused, 400, VALIDATION, field="endpointModelResourceList.0.modelId", rule="status"
     )
+
+
+def test_changing_the_default_stage_moves_the_endpoint_url_and_removes_the_old_default(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "switched")
+    endpoint = api.post("/endpoints", body(model_id, endpointName="switched")).body["endpoint"]
+    endpoint_id, old = endpoint["endpointId"], endpoint["defaultStage"]["endpointStageId"]
+    stage_report(api, old, status="ACTIVE", routes={"switched": ["http://old:1"]})
+    stage_body = {
+        "endpointId": endpoint_id,
+        "apigwStageName": "next",
+        "flavorId": flavor("m2.c2m4").id,
+        "endpointModelResourceList": [{"modelId": model_id}],
+    }
+    new = api.post("/endpoint-stages", stage_body).body["endpointStage"]["endpointStageId"]
+    early = api.put(f"/endpoints/{endpoint_id}/default-stage", {"endpointStageId": new})
+    assert_error(early, 409, DEPENDENT)  # not ACTIVE yet
+    stage_report(api, new, status="ACTIVE", routes={"switched": ["http://new:1"]})
+
+    changed = api.put(f"/endpoints/{endpoint_id}/default-stage", {"endpointStageId": new})
+
+    assert changed.status == 200, changed.body
+    view = changed.body["endpoint"]
+    assert view["endpointStatusCode"] == "ACTIVE"
+    assert view["defaultStage"]["endpointStageId"] == new
+    assert view["defaultStage"]["apigwStageUrl"].endswith(f"/{endpoint_id}")
+    assert [s["endpointStageId"] for s in view["endpointStageList"]] == [new]
+    table = routes(api)["stages"]
+    assert table[endpoint_id] == {"models": {"switched": ["http://new:1"]}} and old not in table
+    (teardown,) = [job for key, job in ray.jobs.items() if key.startswith(f"teardown-{old}")]
+    assert teardown.entrypoint.endswith(f"--stage {old} --grace 15")
+    again = api.put(f"/endpoints/{endpoint_id}/default-stage", {"endpointStageId": new})
+    assert_error(again, 409, DEPENDENT)

@@ -336,3 +336,22 @@ def test_the_gateway_serves_https_with_the_platforms_own_ca(setup: Setup, tmp_pa
         assert verified.status_code == 200 and verified.json()["pod"] == "a1"
     finally:
         secure.stop()
+
+
+def test_a_pod_known_ready_is_ready_under_a_key_that_newly_routes_to_it() -> None:
+    table = RouteTable()
+    table.replace({"stages": {"stage-b": {"models": {"m": ["http://new:1"]}}}})
+    table.stages["stage-b"].pools["m"].ready.add("http://new:1")  # its health check passed
+
+    table.replace(  # the default-stage switch: the endpoint's key now routes to that pod
+        {
+            "stages": {
+                "stage-b": {"models": {"m": ["http://new:1"]}},
+                "ep": {"models": {"m": ["http://new:1"]}},
+            }
+        }
+    )
+
+    assert table.resolve("/ep/v2/models/m/infer").pool.pick() == "http://new:1"
+    table.replace({"stages": {"other": {"models": {"m": ["http://other:1"]}}}})
+    assert table.ready == set()  # a pod no longer routed to is forgotten
