@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 from tests.e2e.conftest import start_platform, stop_platform, wait_until_healthy
@@ -36,6 +37,15 @@ def _descendants(pid: int) -> list[int]:
     return result
 
 
+def _server_and_workers(launcher: int) -> list[int]:
+    """The HTTP server under the launcher (not the gateway beside it), then its workers."""
+    servers = [
+        pid for pid in _children(launcher) if "granian" in " ".join(psutil.Process(pid).cmdline())
+    ]
+    assert len(servers) == 1, servers
+    return [servers[0], *_descendants(servers[0])]
+
+
 def test_a_killed_server_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     running = start_platform(tmp_path / "home")
     try:
@@ -45,13 +55,13 @@ def test_a_killed_server_worker_is_replaced_and_nothing_is_lost(tmp_path: Path) 
             headers=running.auth_headers,
             timeout=10,
         ).json()["experiment"]
-        server, *workers = _descendants(running.process.pid)
+        server, *workers = _server_and_workers(running.process.pid)
         assert workers, "expected the server process and its workers"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.5)
         wait_until_healthy(running.process, running.base_url, running.log_path)
-        server_again, *workers_again = _descendants(running.process.pid)
+        server_again, *workers_again = _server_and_workers(running.process.pid)
         assert server_again == server
         assert workers_again and not set(workers_again) & set(workers)
         fetched = requests.get(
