@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from serving.gateway.routes import Pool, RouteError, RouteTable, Target
 from serving.gateway.stats import StageStats
@@ -44,6 +45,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        "date",  # the gateway's own answer has its own
+        "server",
     }
 )
 
@@ -138,7 +141,11 @@ class Gateway:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
             async with self.session.request(
-                request.method, url, data=body or None, headers=headers, allow_redirects=False
+                request.method,
+                URL(url, encoded=True),  # already encoded: no second parse and quote
+                data=body or None,
+                headers=headers,
+                allow_redirects=False,
             ) as upstream:
                 payload = await upstream.read()
                 answer_headers = {
