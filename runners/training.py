@@ -203,18 +203,23 @@ class TrainingDriver:
         if status != "COMPLETE":
             self._remove_uploads()
         self._say(f"training ends {status}" + (f": {reason}" if reason else ""))
-        self._flush_log()  # every line is stored before the status says the job ended
+        # Every line is stored, and copied to the log upload folder, before the status says
+        # the job ended: a client that saw the end finds the whole log.
+        self._flush_log()
+        log_uri = self.job["spec"].get("log_upload_uri")
+        if log_uri:
+            self._upload_log(log_uri)
         held = self._settle(status, reason)
         if status == "COMPLETE" and held == "STOP_IN_PROGRESS":
             # The user stopped it during the upload: a stopped training publishes no model.
             self._remove_uploads()
             self._say("stopped during the upload: the uploaded model was removed")
             self._flush_log()
+            if log_uri:
+                self._upload_log(log_uri)
             self._settle("STOPPED", "stopped by the user during the upload")
         if self.sink is not None:
             self.sink.close()
-        if self.job["spec"].get("log_upload_uri"):
-            self._upload_log(self.job["spec"]["log_upload_uri"])
         if self.node is not None:
             self.node.cleanup()
         if self.cluster is not None:
