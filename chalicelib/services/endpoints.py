@@ -631,7 +631,9 @@ def teardown(stage_ids: list[str], grace: float = 0.0) -> None:
 
 
 def reconcile(database: Database) -> None:
-    """Dispatch the stages whose deploy never went out (the after-commit call died)."""
+    """Dispatch the stages whose deploy never went out (the after-commit call died), and
+    fail those whose deploy job ended, or was lost, without reporting (its driver was
+    killed): CREATE_FAILED with what Ray says, so no stage waits for ever."""
     cutoff = utc_now() - DISPATCH_GRACE
     with database.session(read_only=True) as session:
         waiting = session.scalars(
@@ -641,5 +643,35 @@ def reconcile(database: Database) -> None:
                 rows.EndpointStage.created_at < cutoff,
             )
         ).all()
+        deploying = session.scalars(
+            select(rows.EndpointStage.id).where(
+                rows.EndpointStage.status.in_(
+                    (str(ES.CREATE_REQUESTED), str(ES.CREATE_IN_PROGRESS))
+                ),
+                rows.EndpointStage.dispatched_at.is_not(None),
+            )
+        ).all()
     for stage_id in waiting:
         dispatch(database, stage_id)
+    if not deploying:
+        return
+    backend = get_backend()
+    for stage_id in deploying:
+        try:
+            info = backend.info(f"deploy-{stage_id}")
+        except BackendUnavailableError:
+            return  # Ray is away: asked again at the next tick
+        if info is None:
+            reason = "its deploy job is gone from Ray (the cluster restarted?)"
+        elif info.status.is_terminal:
+            said = f": {info.message}" if info.message else ""
+            reason = f"its deploy job ended {info.status.value} without a report{said}"
+        else:
+            continue
+        with database.session() as session:
+            stage = session.get(rows.EndpointStage, stage_id)
+            if stage is not None and stage.status in (
+                str(ES.CREATE_REQUESTED),
+                str(ES.CREATE_IN_PROGRESS),
+            ):
+                report(session, stage_id, str(ES.CREATE_FAILED), reason[:4000], None)

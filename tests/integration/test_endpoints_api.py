@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from chalicelib import errors
+from chalicelib.dispatch.base import JobState
 from chalicelib.dispatch.fake import FakeBackend
+from chalicelib.services import endpoints, runner_auth
 from chalicelib.services import models as model_service
-from chalicelib.services import runner_auth
 from chalicelib.store.db import Database
 from tests.integration import trainings_fixtures
 from tests.integration.conftest import ApiClient, Reply, assert_error, snapshot_tables
@@ -316,3 +317,30 @@ def test_changing_the_default_stage_moves_the_endpoint_url_and_removes_the_old_d
     assert teardown.entrypoint.endswith(f"--stage {old} --grace 15")
     again = api.put(f"/endpoints/{endpoint_id}/default-stage", {"endpointStageId": new})
     assert_error(again, 409, DEPENDENT)
+
+
+def test_a_deploy_job_that_dies_without_a_report_fails_its_stage_at_the_next_tick(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "orphan")
+    first = api.post("/endpoints", body(model_id, endpointName="died")).body["endpoint"]
+    second = api.post("/endpoints", body(model_id, endpointName="lost")).body["endpoint"]
+    third = api.post("/endpoints", body(model_id, endpointName="busy")).body["endpoint"]
+    died, lost, busy = (e["defaultStage"]["endpointStageId"] for e in (first, second, third))
+    stage_report(api, died, status="CREATE_IN_PROGRESS")
+    ray.set_state(f"deploy-{died}", JobState.FAILED, "the driver was killed")
+    ray.forget(f"deploy-{lost}")
+    ray.set_state(f"deploy-{busy}", JobState.RUNNING)
+
+    endpoints.reconcile(db)
+
+    def stage_of(endpoint: dict[str, Any]) -> dict[str, Any]:
+        view: dict[str, Any] = api.get(f"/endpoints/{endpoint['endpointId']}").body["endpoint"]
+        return view
+
+    assert stage_of(first)["endpointStatusCode"] == "CREATE_FAILED"
+    reason = stage_of(first)["defaultStage"]["statusReason"]
+    assert reason == "its deploy job ended FAILED without a report: the driver was killed"
+    assert stage_of(second)["defaultStage"]["endpointStageStatusCode"] == "CREATE_FAILED"
+    assert "gone from Ray" in stage_of(second)["defaultStage"]["statusReason"]
+    assert stage_of(third)["defaultStage"]["endpointStageStatusCode"] == "CREATE_REQUESTED"
