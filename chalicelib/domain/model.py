@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Annotated
 
@@ -58,6 +60,125 @@ def is_secret_parameter(name: str) -> bool:
     return any(word in upper for word in SECRET_WORDS)
 
 
+def find_parameter(parameters: Iterable[tuple[str, str]], names: Iterable[str]) -> str | None:
+    """The value of the first parameter whose SCREAMING_SNAKE_CASE name is one of ``names``
+    (``model-id``, ``model_id`` and ``MODEL_ID`` are one name), or None."""
+    wanted = set(names)
+    return next((value for name, value in parameters if screaming_snake(name) in wanted), None)
+
+
+# -- Hugging Face models made from a hub model id -----------------------------------------
+# A HUGGING_FACE model created with a ``model_id`` parameter and no other source points at
+# ``hf://{model id}[@{revision}]``: the tick checks the repo on the hub, a pod downloads its
+# safetensors weights (chalicelib/hfhub.py). Pure string rules here, no network.
+
+HUB_SCHEME = "hf://"
+HUB_MODEL_ID_PARAMETERS = ("MODEL_ID", "HF_MODEL_ID")
+HUB_REVISION_PARAMETERS = ("REVISION", "HF_REVISION")
+HUB_TOKEN_PARAMETER = "HF_TOKEN"
+TASK_PARAMETER = "TASK"
+# The Python runtime's tasks (serving/runtimes/python/config.py ``Task``; a unit test keeps
+# the two equal: the control plane does not import the runtime).
+HUGGING_FACE_TASKS = (
+    "sequence_classification",
+    "token_classification",
+    "fill_mask",
+    "text_generation",
+    "text2text_generation",
+)
+HUB_ID_PART_MAX = 96
+HUB_REVISION_MAX = 255
+_HUB_ID_PART = re.compile(r"[A-Za-z0-9._-]+")
+_HUB_REVISION = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def hub_model_id_problem(model_id: str) -> str | None:
+    """Why ``model_id`` is not a hub model id (``org/name`` or ``name``), or None."""
+    rule = (
+        "a Hugging Face model id is org/name or name: letters, digits, '.', '_' and '-', "
+        f"no '..' or '--', at most {HUB_ID_PART_MAX} characters per part, not starting or "
+        "ending with '.' or '-'"
+    )
+    parts = model_id.split("/")
+    if len(parts) > 2 or not all(_hub_id_part_ok(part) for part in parts):
+        return rule
+    return None
+
+
+def _hub_id_part_ok(part: str) -> bool:
+    return (
+        0 < len(part) <= HUB_ID_PART_MAX
+        and _HUB_ID_PART.fullmatch(part) is not None
+        and ".." not in part
+        and "--" not in part
+        and part[0] not in ".-"
+        and part[-1] not in ".-"
+    )
+
+
+def hub_revision_problem(revision: str) -> str | None:
+    """Why ``revision`` is not a branch, tag or commit name of a hub repo, or None."""
+    if (
+        0 < len(revision) <= HUB_REVISION_MAX
+        and _HUB_REVISION.fullmatch(revision) is not None
+        and ".." not in revision
+        and revision[0] not in "/-."
+    ):
+        return None
+    return (
+        "a revision is a branch, tag or commit: letters, digits, '.', '_', '-' and '/', "
+        f"no '..', at most {HUB_REVISION_MAX} characters"
+    )
+
+
+def hub_uri(model_id: str, revision: str | None = None) -> str:
+    """``hf://org/name`` or ``hf://org/name@revision``.
+
+    Raises:
+        ValueError: ``model_id`` or ``revision`` breaks its rule.
+    """
+    problem = hub_model_id_problem(model_id) or (
+        hub_revision_problem(revision) if revision is not None else None
+    )
+    if problem:
+        raise ValueError(problem)
+    return f"{HUB_SCHEME}{model_id}" + (f"@{revision}" if revision is not None else "")
+
+
+def is_hub_uri(uri: str) -> bool:
+    return uri.startswith(HUB_SCHEME)
+
+
+def parse_hub_uri(uri: str) -> tuple[str, str | None]:
+    """The model id and revision (None: the default branch) of an ``hf://`` URI.
+
+    Raises:
+        ValueError: not an ``hf://`` URI, or its id or revision breaks its rule.
+    """
+    if not is_hub_uri(uri):
+        raise ValueError(f"not a Hugging Face hub URI (they start with {HUB_SCHEME})")
+    model_id, at, revision = uri.removeprefix(HUB_SCHEME).partition("@")
+    hub_uri(model_id, revision if at else None)  # the same rules as at create
+    return model_id, (revision if at else None)
+
+
+def hub_token(parameters: Iterable[tuple[str, str]]) -> str | None:
+    """The hub token among a model's (decrypted) parameters: ``hf_token``, else the first
+    credential parameter whose name holds TOKEN; None when there is none or it is empty."""
+    listed = list(parameters)
+    token = find_parameter(listed, (HUB_TOKEN_PARAMETER,))
+    if token is None:
+        token = next(
+            (
+                value
+                for name, value in listed
+                if is_secret_parameter(name) and "TOKEN" in screaming_snake(name)
+            ),
+            None,
+        )
+    return token or None
+
+
 ModelParameterList = Annotated[
     list[Parameter],
     Field(max_length=MAX_HYPERPARAMETERS, description="at most 100 parameters"),
@@ -67,8 +188,9 @@ FrameworkVersion = Annotated[str, StringConstraints(min_length=1, max_length=64)
 
 
 class ModelCreate(WireModel):
-    """``POST /models``: an artifact URI, or a COMPLETE training or tuning to take it from
-    (exactly one; ``ModelService.create`` checks that, naming the fields)."""
+    """``POST /models``: an artifact URI, or a COMPLETE training or tuning to take it from,
+    or (HUGGING_FACE) a hub ``model_id`` parameter (exactly one; ``ModelService.create``
+    checks that, naming the fields)."""
 
     model_name: ResourceName
     description: Description | None = None

@@ -1,5 +1,6 @@
-"""Models: create from an artifact URI or from a COMPLETE training or tuning, list, get,
-update, delete; the tick checks each new model's artifact (ACTIVE or CREATE_FAILED).
+"""Models: create from an artifact URI, from a COMPLETE training or tuning, or (HUGGING_FACE)
+from a hub model id; list, get, update, delete; the tick checks each new model's artifact
+(ACTIVE or CREATE_FAILED), a hub model's repo through the hub (chalicelib/hfhub.py).
 
 A model only points at its artifact: deleting it leaves the files where they are (a
 training's or a tuning's outputs stay theirs). Trainings and tunings refuse deletion while a
@@ -21,12 +22,23 @@ from chalicelib import crypto
 from chalicelib.domain import states
 from chalicelib.domain.common import Paging, Parameter, utc_now
 from chalicelib.domain.model import (
+    HUB_MODEL_ID_PARAMETERS,
+    HUB_REVISION_PARAMETERS,
+    HUGGING_FACE_TASKS,
+    TASK_PARAMETER,
     Model,
     ModelCreate,
     ModelFormat,
     ModelQuery,
     ModelUpdate,
+    find_parameter,
+    hub_model_id_problem,
+    hub_revision_problem,
+    hub_token,
+    hub_uri,
+    is_hub_uri,
     is_secret_parameter,
+    parse_hub_uri,
 )
 from chalicelib.errors import (
     DependentResourceError,
@@ -111,9 +123,11 @@ def _shown(stored: dict[str, str]) -> dict[str, str]:
 def runtime_parameters(row: models.Model) -> list[tuple[str, str]]:
     """The model's parameters as its serving runtime gets them (credentials decrypted), for
     the runner that deploys it; never for an API answer or a log."""
-    return [
-        (p["parameterName"], crypto.decrypt(p.get("parameterValue", ""))) for p in row.parameters
-    ]
+    return _decrypted(row.parameters)
+
+
+def _decrypted(stored: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(p["parameterName"], crypto.decrypt(p.get("parameterValue", ""))) for p in stored]
 
 
 def _invalid(field: str, rule: str, message: str) -> ValidationError:
@@ -123,8 +137,9 @@ def _invalid(field: str, rule: str, message: str) -> ValidationError:
     )
 
 
-def check_source(body: ModelCreate) -> None:
-    """Exactly one source of the artifact; a URI with its framework; no fine-tunings."""
+def check_source(body: ModelCreate) -> str | None:
+    """Exactly one source of the artifact; a URI with its framework; no fine-tunings. The
+    ``hf://`` URI of a Hugging Face model made from a hub model id, else None."""
     if body.fine_tuning_id is not None:
         raise _invalid("fineTuningId", "unsupported", "fine-tunings are not offered here")
     given = [
@@ -136,6 +151,15 @@ def check_source(body: ModelCreate) -> None:
         )
         if value is not None
     ]
+    hub_id = _hub_model_id(body)
+    if hub_id is not None and given:
+        raise _invalid(
+            "parameterList",
+            "one_source",
+            f"give one model source, not {given[0]} and a model_id parameter",
+        )
+    if hub_id is not None:
+        return _hub_source(body, hub_id)
     if not given:
         raise _invalid(
             "modelUploadUri",
@@ -148,6 +172,43 @@ def check_source(body: ModelCreate) -> None:
         raise _invalid(
             "modelFormatCode", "required", "a model from modelUploadUri needs its framework"
         )
+    return None
+
+
+def _parameters(body: ModelCreate) -> list[tuple[str, str]]:
+    return [(p.parameter_name, p.parameter_value) for p in body.parameter_list or []]
+
+
+def _hub_model_id(body: ModelCreate) -> str | None:
+    """A HUGGING_FACE model's ``model_id`` (``hf_model_id``, ``model-id``) parameter."""
+    if body.model_format_code != ModelFormat.HUGGING_FACE:
+        return None
+    return find_parameter(_parameters(body), HUB_MODEL_ID_PARAMETERS)
+
+
+def _hub_source(body: ModelCreate, model_id: str) -> str:
+    """The checked ``hf://`` URI of a hub model: its id, revision and task parameters."""
+    parameters = _parameters(body)
+    problem = hub_model_id_problem(model_id)
+    if problem:
+        raise _invalid("parameterList", "hub_model_id", problem)
+    revision = find_parameter(parameters, HUB_REVISION_PARAMETERS)
+    problem = hub_revision_problem(revision) if revision is not None else None
+    if problem:
+        raise _invalid("parameterList", "hub_revision", problem)
+    task = find_parameter(parameters, (TASK_PARAMETER,))
+    tasks = ", ".join(HUGGING_FACE_TASKS)
+    if task is None:
+        raise _invalid(
+            "parameterList",
+            "hub_task",
+            f"a Hugging Face hub model needs a task parameter, one of {tasks}",
+        )
+    if task not in HUGGING_FACE_TASKS:
+        raise _invalid(
+            "parameterList", "hub_task", f"task {task[:64]!r} is not served; one of {tasks}"
+        )
+    return hub_uri(model_id, revision)
 
 
 class ModelService:
@@ -156,10 +217,12 @@ class ModelService:
         self.appkey = appkey
 
     def create(self, body: ModelCreate) -> Model:
-        check_source(body)
+        hub = check_source(body)
         fmt = body.model_format_code
         training_id = tuning_id = trial_number = source_name = None
-        if body.model_upload_uri is not None:
+        if hub is not None:
+            uri = hub
+        elif body.model_upload_uri is not None:
             uri = body.model_upload_uri
             self._check_uri(uri)
         elif body.training_id is not None:
@@ -340,9 +403,13 @@ class ModelService:
 # -- the tick --------------------------------------------------------------------------------
 
 
-def artifact_problem(uri: str) -> str | None:
+def artifact_problem(uri: str, parameters: list[dict[str, str]] | None = None) -> str | None:
     """Why the artifact at ``uri`` cannot be read (None when a file or a non-empty folder
-    is there). Talks to the storage: run by the tick, not in a request."""
+    is there; for an ``hf://`` model, when the hub serves its safetensors to the model's
+    token, found among its stored ``parameters``). Talks to the storage or the hub: run by
+    the tick, not in a request."""
+    if is_hub_uri(uri):
+        return _hub_problem(uri, parameters or [])
     try:
         store, key = open_uri(uri)
         if key and store.exists(key):
@@ -355,6 +422,17 @@ def artifact_problem(uri: str) -> str | None:
     return "the model artifact is missing: nothing at modelUploadUri"
 
 
+def _hub_problem(uri: str, parameters: list[dict[str, str]]) -> str | None:
+    try:
+        model_id, revision = parse_hub_uri(uri)
+        token = hub_token(_decrypted(parameters))
+        # imported here: `import app` loads neither it nor huggingface_hub
+        from chalicelib.hfhub import check_hub_model
+    except Exception as exc:  # noqa: BLE001 - a bad stored URI or key; no value in the reason
+        return f"the Hugging Face model could not be checked: {type(exc).__name__}"
+    return check_hub_model(model_id, revision, token)
+
+
 def reconcile(database: Database) -> None:
     """Check the artifact of every CREATE_REQUESTED model: ACTIVE, or CREATE_FAILED with the
     reason. The claim (CREATE_IN_PROGRESS) is a compare-and-set, so two ticks never check
@@ -362,16 +440,16 @@ def reconcile(database: Database) -> None:
     model = models.Model
     with database.session(read_only=True) as session:
         pending = session.execute(
-            select(model.id, model.upload_uri, model.status).where(
+            select(model.id, model.upload_uri, model.status, model.parameters).where(
                 model.status.in_((str(M.CREATE_REQUESTED), str(M.CREATE_IN_PROGRESS)))
             )
         ).all()
-    for model_id, uri, status in pending:
+    for model_id, uri, status, parameters in pending:
         if status == str(M.CREATE_REQUESTED) and not _move(
             database, model_id, status, M.CREATE_IN_PROGRESS
         ):
             continue
-        problem = artifact_problem(uri)
+        problem = artifact_problem(uri, parameters)
         target = M.CREATE_FAILED if problem else M.ACTIVE
         if _move(database, model_id, str(M.CREATE_IN_PROGRESS), target, problem):
             logger.info(

@@ -1,6 +1,7 @@
 """/models over the in-process app: create from a URI, a COMPLETE training or a COMPLETE
-tuning's best trial; the tick's artifact check (ACTIVE or CREATE_FAILED); bad input that
-creates nothing; trainings and tunings that refuse deletion while a model comes from them."""
+tuning's best trial, or a Hugging Face hub model id (checked against a fake hub on loopback);
+the tick's artifact check (ACTIVE or CREATE_FAILED); bad input that creates nothing; trainings
+and tunings that refuse deletion while a model comes from them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from chalicelib import crypto, errors
 from chalicelib.dispatch.fake import FakeBackend
+from chalicelib.domain.model import HUGGING_FACE_TASKS
 from chalicelib.services import models as model_service
 from chalicelib.store import models
 from chalicelib.store.db import Database
@@ -24,6 +26,8 @@ from tests.integration.test_tunings_api import finish as finish_tuning
 from tests.integration.test_tunings_api import moved, report, trial
 from tests.integration.trainings_fixtures import Bodies
 from tests.integration.tunings_fixtures import TuningBodies
+from tests.serving.fake_hub import FakeHub, pickle_only_repo, safetensors_repo
+from tests.serving.fake_hub import fake_hub as fake_hub  # the fixture
 
 file_root = trainings_fixtures.file_root
 use_backend = trainings_fixtures.use_backend
@@ -330,3 +334,142 @@ def test_a_token_parameter_is_encrypted_at_rest_and_never_returned(
             ("task", "fill_mask"),
         ]
     assert token not in caplog.text
+
+
+# -- Hugging Face models from a hub model id (a fake hub on loopback) --------------------------
+
+HUB_TOKEN = "hf_gated_access_token_0987654321"
+
+
+@pytest.fixture
+def hub(fake_hub: FakeHub, tmp_path: Path) -> FakeHub:
+    fake_hub.add("org/tiny", safetensors_repo(tmp_path / "hub" / "tiny"), revisions=("main", "v1"))
+    fake_hub.add("org/pickled", pickle_only_repo(tmp_path / "hub" / "pickled"))
+    fake_hub.add("org/gated", safetensors_repo(tmp_path / "hub" / "gated"), token=HUB_TOKEN)
+    return fake_hub
+
+
+def hub_body(name: str, *parameters: tuple[str, str]) -> dict[str, Any]:
+    """What ``Model().create_hugging_face_model`` sends: no modelUploadUri."""
+    return {
+        "modelName": name,
+        "modelFormatCode": "HUGGING_FACE",
+        "description": "from the hub",
+        "parameterList": [{"parameterName": n, "parameterValue": v} for n, v in parameters],
+    }
+
+
+def test_a_hugging_face_model_from_a_hub_id_is_active_once_the_hub_has_its_safetensors(
+    api: ApiClient, db: Database, hub: FakeHub
+) -> None:
+    reply = api.post(MODELS, hub_body("tiny", ("model_id", "org/tiny"), ("task", "fill_mask")))
+    assert reply.status == 201, reply.body
+    model = reply.body["model"]
+    pinned = create(
+        api,
+        **hub_body("pinned", ("model-id", "org/tiny"), ("revision", "v1"), ("TASK", "fill_mask")),
+    )
+
+    assert model["modelStatusCode"] == "CREATE_REQUESTED"
+    assert model["modelUploadUri"] == "hf://org/tiny"
+    assert model["modelFormatCode"] == "HUGGING_FACE"
+    assert pinned["modelUploadUri"] == "hf://org/tiny@v1"
+    active = checked(api, db, model["modelId"])
+    assert active["modelStatusCode"] == "ACTIVE", active
+    assert active["statusReason"] is None
+    assert get(api, pinned["modelId"])["modelStatusCode"] == "ACTIVE"
+    assert hub.downloaded() == []  # the check lists the repo; pods download
+
+
+def test_a_hub_model_with_only_pickle_weights_fails_with_the_safetensors_reason(
+    api: ApiClient, db: Database, hub: FakeHub
+) -> None:
+    model = create(
+        api, **hub_body("pickled", ("hf_model_id", "org/pickled"), ("task", "fill_mask"))
+    )
+
+    failed = checked(api, db, model["modelId"])
+
+    assert failed["modelStatusCode"] == "CREATE_FAILED"
+    assert "only safetensors weights are served" in failed["statusReason"]
+    assert "pytorch_model.bin" in failed["statusReason"]
+
+
+def test_a_gated_hub_model_needs_its_token_which_is_never_shown(
+    api: ApiClient, db: Database, hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    without = create(api, **hub_body("no-token", ("model_id", "org/gated"), ("task", "fill_mask")))
+    wrong = create(
+        api,
+        **hub_body(
+            "wrong-token",
+            ("model_id", "org/gated"),
+            ("task", "fill_mask"),
+            ("hf_token", "hf_not_the_right_one_123456"),
+        ),
+    )
+    with_token = create(
+        api,
+        **hub_body(
+            "with-token",
+            ("model_id", "org/gated"),
+            ("task", "sequence_classification"),
+            ("hf_token", HUB_TOKEN),
+        ),
+    )
+
+    model_service.reconcile(db)
+
+    refused, refused_again = get(api, without["modelId"]), get(api, wrong["modelId"])
+    assert refused["modelStatusCode"] == "CREATE_FAILED"
+    assert "gated model: give an hf_token parameter with access" in refused["statusReason"]
+    assert refused_again["modelStatusCode"] == "CREATE_FAILED"
+    assert "403" in refused_again["statusReason"]
+    active = get(api, with_token["modelId"])
+    assert active["modelStatusCode"] == "ACTIVE", active
+    assert {"parameterName": "hf_token", "parameterValue": crypto.MASK} in active["parameterList"]
+    assert HUB_TOKEN not in str(api.get(MODELS).body) and HUB_TOKEN not in str(with_token)
+    assert HUB_TOKEN not in caplog.text
+    assert any(r.authorized for r in hub.requests if "org/gated" in r.path)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "rule"),
+    [
+        ((("model_id", "org/../etc"), ("task", "fill_mask")), "hub_model_id"),
+        ((("model_id", "a/b/c"), ("task", "fill_mask")), "hub_model_id"),
+        ((("model_id", "org/" + "x" * 97), ("task", "fill_mask")), "hub_model_id"),
+        ((("model_id", "org/tiny"),), "hub_task"),
+        ((("model_id", "org/tiny"), ("task", "summarization")), "hub_task"),
+        ((("model_id", "org/tiny"), ("task", "fill_mask"), ("revision", "../x")), "hub_revision"),
+    ],
+    ids=["dots", "three parts", "too long", "no task", "unsupported task", "bad revision"],
+)
+def test_a_bad_hub_model_is_a_400_naming_the_rule_that_creates_nothing(
+    api: ApiClient, db: Database, hub: FakeHub, parameters: tuple[tuple[str, str], ...], rule: str
+) -> None:
+    before = snapshot_tables(db)
+
+    reply = api.post(MODELS, hub_body("bad", *parameters))
+
+    assert_error(reply, 400, VALIDATION, field="parameterList", rule=rule)
+    if rule == "hub_task":
+        assert all(task in reply.header["resultMessage"] for task in HUGGING_FACE_TASKS)
+    assert snapshot_tables(db) == before
+    assert hub.requests == []  # nothing asked of the hub in a request
+
+
+def test_a_model_id_is_no_source_for_another_framework_nor_beside_a_uri(
+    api: ApiClient, db: Database, file_root: Path
+) -> None:
+    before = snapshot_tables(db)
+    not_hf = hub_body("sk", ("model_id", "org/tiny"), ("task", "fill_mask"))
+    not_hf["modelFormatCode"] = "SKLEARN"
+    both = hub_body("both", ("model_id", "org/tiny"), ("task", "fill_mask"))
+    both["modelUploadUri"] = artifact(file_root, "models/hf")
+
+    assert_error(
+        api.post(MODELS, not_hf), 400, VALIDATION, field="modelUploadUri", rule="required"
+    )
+    assert_error(api.post(MODELS, both), 400, VALIDATION, field="parameterList", rule="one_source")
+    assert snapshot_tables(db) == before

@@ -2,7 +2,8 @@
 
 The models are randomly initialised and saved as safetensors at test time, so the tests
 check the shape and type of every answer, not its meaning. The five runtimes start together
-(the module's fixture) to share the machine's cores while they import torch.
+(the module's fixture) to share the machine's cores while they import torch. One more model
+comes from a fake hub on loopback, as a pod fetches an ``hf://`` model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from chalicelib.hfhub import fetch_model
+from tests.serving.fake_hub import FakeHub
+from tests.serving.fake_hub import fake_hub as fake_hub  # the fixture
 from tests.serving.models import NUM_LABELS, VOCAB, huggingface_model
 from tests.serving.runtime import RuntimeProcess
 
@@ -183,3 +187,34 @@ def test_pickle_weights_are_refused_at_load(tmp_path: Path) -> None:
     finally:
         runtime.stop()
         shutil.rmtree(model_dir)
+
+
+def test_a_model_fetched_from_a_hub_is_served(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """What a pod does with an ``hf://`` model: fetch_model (PodHost.start's download step)
+    takes the safetensors weights, configs and tokenizer from the hub, not the decoys."""
+    import torch
+
+    repo = huggingface_model("fill_mask", tmp_path / "repo")
+    torch.save({"weight": torch.zeros(1)}, repo / "pytorch_model.bin")
+    (repo / "onnx").mkdir()
+    (repo / "onnx" / "model.onnx").write_bytes(b"onnx")
+    fake_hub.add("org/tiny-bert", repo, token="hf_pod_token_1234567890")
+    model_dir = tmp_path / "pod" / "model"
+
+    fetch_model("hf://org/tiny-bert", model_dir, [("hf_token", "hf_pod_token_1234567890")])
+
+    fetched = sorted(p.name for p in model_dir.rglob("*") if p.is_file())
+    assert "model.safetensors" in fetched and "config.json" in fetched
+    assert "tokenizer.json" in fetched
+    assert not {"pytorch_model.bin", "model.onnx"} & set(fetched)
+    runtime = RuntimeProcess(
+        ["--model_name", "hub", "--model_dir", str(model_dir)],
+        tmp_path / "runtime.log",
+        env={"FRAMEWORK": "HUGGING_FACE", "TASK": "fill_mask"},
+    )
+    try:
+        response = predict_v1(runtime.wait_ready().url, "hub", ["the cat [MASK] on the mat"])
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0] in VOCAB
+    finally:
+        runtime.stop()
