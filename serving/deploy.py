@@ -30,8 +30,8 @@ from typing import Any
 import ray
 
 from chalicelib.domain.model import screaming_snake
+from chalicelib.hfhub import fetch_model
 from chalicelib.objectstore import platform_store
-from chalicelib.objectstore.transfer import download_uri
 from runners.control import ControlPlane
 from runners.logsink import LogSink
 from runners.nodejob import free_port, openmaker_home
@@ -106,7 +106,8 @@ class PodHost:
         self.spec = ModelSpec.from_dict(spec)
         self.name = f"{stage}.{self.spec.name}.{index}"
         self.folder = openmaker_home() / "work" / "pods" / self.name
-        self.sink = LogSink(platform_store(), f"logs/inference/{stage}/{self.spec.name}/{index}/")
+        self.sink = stage_log_sink(stage, spec)
+        self.source = f"{self.spec.name}.{index}"
         self.supervisor: PodSupervisor | None = None
         self.problem: str | None = None
 
@@ -116,11 +117,16 @@ class PodHost:
             shutil.rmtree(self.folder, ignore_errors=True)
             model_dir = self.folder / "model"
             model_dir.mkdir(parents=True)
-            download_uri(self.spec.artifact_uri, model_dir)
+            fetch_model(self.spec.artifact_uri, model_dir, self.spec.parameters)
             port = free_port()
             argv, env = runtime_command(self.spec, model_dir, port)
             self.supervisor = PodSupervisor(
-                argv, port=port, env={**os.environ, **env}, cwd=_repo_root(), sink=self.sink
+                argv,
+                port=port,
+                env={**os.environ, **env},
+                cwd=_repo_root(),
+                sink=self.sink,
+                source=self.source,
             )
             self.supervisor.start()
         except Exception as exc:  # noqa: BLE001 - the stage fails with the reason
@@ -136,6 +142,12 @@ class PodHost:
             return {"ready": False, "problem": self.problem}
         return {**self.supervisor.status(), "problem": self.problem}
 
+    def usage(self) -> dict[str, float]:
+        """CPU cores and memory the runtime uses (the pod autoscaler's metrics)."""
+        if self.supervisor is None:
+            return {"cpuCores": 0.0, "memoryBytes": 0.0}
+        return self.supervisor.usage()
+
     def stop(self) -> None:
         if self.supervisor is not None:
             self.supervisor.stop()
@@ -145,6 +157,47 @@ class PodHost:
 
 # threaded: status answers during a start
 PodActor = ray.remote(max_concurrency=4)(PodHost)  # type: ignore[call-overload]
+
+
+def pod_name(stage: str, model: str, index: int) -> str:
+    return f"{stage}.{model}.{index}"
+
+
+def pod_actor(stage: str, raw: dict[str, Any], index: int) -> Any:
+    """The pod actor of ``raw``'s model at ``index`` (made, or the one already there),
+    holding the resources of one pod."""
+    spec = ModelSpec.from_dict(raw)
+    return PodActor.options(  # type: ignore[attr-defined]
+        name=pod_name(stage, spec.name, index),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=spec.cpus,
+        num_gpus=spec.gpus,
+        memory=spec.memory_bytes,
+    ).remote(stage, raw, index)
+
+
+def end_pod(stage: str, model: str, index: int) -> None:
+    """Stop one pod's runtime and end its actor (nothing when it is gone already)."""
+    try:
+        actor = ray.get_actor(pod_name(stage, model, index), namespace=NAMESPACE)
+    except ValueError:
+        return
+    _end(actor)
+
+
+def _end(actor: Any) -> None:
+    try:
+        ray.get(actor.stop.remote(), timeout=30)
+    except Exception:  # noqa: BLE001 - the kill below ends it anyway
+        time.sleep(0)
+    ray.kill(actor, no_restart=True)
+
+
+def stage_log_sink(stage: str, raw: dict[str, Any]) -> LogSink:
+    """The stage's log (``logPrefix`` of the deployment; a bare spec logs under the stage)."""
+    return LogSink(platform_store(), str(raw.get("logPrefix") or f"logs/inference/-/{stage}/"))
 
 
 def _repo_root() -> Path:
@@ -160,16 +213,7 @@ def deploy(
         spec = ModelSpec.from_dict(raw)
         runtime_command(spec, Path("."), 0)  # refuse an unserved framework before any pod
         for index in range(spec.pods):
-            actor = PodActor.options(  # type: ignore[attr-defined]
-                name=f"{stage}.{spec.name}.{index}",
-                namespace=NAMESPACE,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=spec.cpus,
-                num_gpus=spec.gpus,
-                memory=spec.memory_bytes,
-            ).remote(stage, raw, index)
-            pods.append((spec.name, actor))
+            pods.append((spec.name, pod_actor(stage, raw, index)))
     problems = ray.get([actor.start.remote() for _, actor in pods], timeout=timeout)
     failed = [p for p in problems if p]
     if failed:
@@ -193,6 +237,23 @@ def deploy(
     return routes
 
 
+def controller_name(stage: str) -> str:
+    return f"{stage}.controller"
+
+
+def start_controller(stage: str, models: list[dict[str, Any]]) -> None:
+    """Leave the stage's controller behind (its pod watch and pod autoscaler)."""
+    from serving.controller import ControllerActor
+
+    actor = ControllerActor.options(  # type: ignore[attr-defined]
+        name=controller_name(stage),
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+    ).remote(stage, models)
+    ray.get(actor.state.remote(), timeout=60)  # made and watching
+
+
 def stage_pods(stage: str) -> list[str]:
     return [
         entry["name"]
@@ -204,14 +265,14 @@ def stage_pods(stage: str) -> list[str]:
 def teardown(stage: str) -> int:
     """End every pod of the stage (its runtime stopped first); how many there were."""
     names = stage_pods(stage)
-    for name in names:
-        actor = ray.get_actor(name, namespace=NAMESPACE)
+    controller = controller_name(stage)
+    for name in sorted(names, key=lambda n: n != controller):  # the controller first
         try:
-            ray.get(actor.stop.remote(), timeout=30)
-        except Exception:  # noqa: BLE001 - the kill below ends it anyway
-            time.sleep(0)
-        ray.kill(actor, no_restart=True)
-    return len(names)
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            continue
+        _end(actor)
+    return len([name for name in names if name != controller])
 
 
 def deploy_stage(stage_id: str) -> int:
@@ -230,6 +291,7 @@ def deploy_stage(stage_id: str) -> int:
         print(json.dumps({"error": reason}), flush=True)
         return 1
     control._call("POST", "status", {"status": "ACTIVE", "routes": routes})
+    start_controller(str(plan["stage"]), list(plan["models"]))
     print(json.dumps({"routes": routes}), flush=True)
     return 0
 

@@ -45,10 +45,12 @@ class PodSupervisor:
         env: dict[str, str],
         cwd: Path,
         sink: Any,
+        source: str = "pod",
         health_path: str = "/v2/health/ready",
         backoff: Sequence[float] = BACKOFF_SECONDS,
     ) -> None:
         self.argv, self.port, self.env, self.cwd, self.sink = list(argv), port, env, cwd, sink
+        self.source = source  # the log source its lines and the restarts are written under
         self.health_path = health_path
         self.backoff = tuple(backoff)
         self.process: UserProcess | None = None
@@ -58,6 +60,7 @@ class PodSupervisor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # a restart and the stop never cross
         self._watcher: threading.Thread | None = None
+        self._usage_mark: tuple[float, float, int] | None = None  # (monotonic, cpu s, pid)
 
     def start(self) -> None:
         self._spawn()
@@ -69,7 +72,7 @@ class PodSupervisor:
             if self._stopping.is_set():
                 return
             self.process = UserProcess(
-                self.argv, cwd=self.cwd, env=self.env, sink=self.sink, source="pod"
+                self.argv, cwd=self.cwd, env=self.env, sink=self.sink, source=self.source
             )
             self._started = time.monotonic()
 
@@ -88,7 +91,7 @@ class PodSupervisor:
             delay = self.backoff[min(failures, len(self.backoff) - 1)]
             failures += 1
             self.sink.write(
-                "supervisor",
+                self.source,
                 "stderr",
                 f"the runtime exited {code} after {ran:.1f} s; restarting in {delay:g} s\n",
             )
@@ -116,6 +119,19 @@ class PodSupervisor:
             "lastExitCode": last.code if last else None,
             "ready": self.ready(),
         }
+
+    def usage(self) -> dict[str, float]:
+        """What the runtime's process tree uses now: cores busy since the previous call
+        (0 on the first) and resident memory. The pod autoscaler's metrics."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return {"cpuCores": 0.0, "memoryBytes": 0.0}
+        now, cpu = time.monotonic(), process.cpu_seconds()
+        mark, self._usage_mark = self._usage_mark, (now, cpu, process.pid)
+        cores = 0.0
+        if mark is not None and mark[2] == process.pid and now > mark[0]:
+            cores = max(0.0, (cpu - mark[1]) / (now - mark[0]))
+        return {"cpuCores": cores, "memoryBytes": float(process.memory_bytes())}
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop supervising and end the runtime (SIGTERM, SIGKILL after ``grace``)."""

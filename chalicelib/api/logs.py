@@ -13,7 +13,7 @@ from chalicelib.domain.common import Paging, WireModel
 from chalicelib.domain.training import LogSearchQuery, TrainingLogQuery
 from chalicelib.errors import NotFoundError
 from chalicelib.objectstore import platform_store
-from chalicelib.services import joblogs, trainings, tunings
+from chalicelib.services import endpoints, joblogs, trainings, tunings
 from chalicelib.services.joblogs import LogRecord
 from chalicelib.store import models
 from chalicelib.store.db import get_database
@@ -131,6 +131,30 @@ def tuning_logs(
 
     prefix = tunings.log_prefix(ctx.appkey, hyperparameter_tuning_id)
     return _follow(prefix, query, status, states.HYPERPARAMETER_TUNING)
+
+
+@api.route(
+    "/endpoint-stages/{endpointStageId}/logs",
+    "GET",
+    summary="A stage's log (category easymaker.inference): its pods' lines (source "
+    "{model}.{index}) and its pod autoscaler's decisions (source autoscaler)",
+    query=TrainingLogQuery,
+    response_key="endpointStageLog",
+    response_model=TrainingLog,
+)
+def endpoint_stage_logs(
+    ctx: RequestContext, endpoint_stage_id: str, query: TrainingLogQuery
+) -> TrainingLog:
+    def status() -> str:
+        with get_database().session(read_only=True) as session:
+            row = get_owned(
+                session, models.EndpointStage, ctx.appkey, endpoint_stage_id, "endpoint stage"
+            )
+            return row.status
+
+    status()  # 404 before anything is read
+    prefix = endpoints.log_prefix(ctx.appkey, endpoint_stage_id)
+    return _follow(prefix, query, status, states.ENDPOINT_STAGE)
 
 
 def _logged_resources(appkey: str, kind: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from chalicelib.domain.catalog import Flavor
 from chalicelib.domain.common import (
@@ -78,7 +78,33 @@ class EndpointModelResource(WireModel):
     pod_auto_scale_enable: bool | None = None
     scale_metric_code: Annotated[str, StringConstraints(pattern=r"^(CPU|MEMORY)$")] | None = None
     scale_metric_target: Annotated[int, Field(ge=1, le=100)] | None = None
+    max_pod_count: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=MAX_PODS,
+            description="The pod autoscaler's upper bound (podCount is the lower); "
+            f"2 x podCount (at most {MAX_PODS}) when not given",
+        ),
+    ] = None
     description: Description | None = None
+
+    @model_validator(mode="after")
+    def _autoscaler(self) -> EndpointModelResource:
+        if self.pod_auto_scale_enable:
+            if self.scale_metric_code is None or self.scale_metric_target is None:
+                raise ValueError(
+                    "the pod autoscaler needs scaleMetricCode (CPU or MEMORY) and "
+                    "scaleMetricTarget (1-100 %)"
+                )
+            if self.max_pod_count is not None and self.max_pod_count < self.pod_count:
+                raise ValueError("maxPodCount must be at least podCount")
+        return self
+
+    def autoscale_bounds(self) -> tuple[int, int]:
+        """The pod autoscaler's bounds: podCount .. maxPodCount."""
+        upper = self.max_pod_count or min(MAX_PODS, 2 * self.pod_count)
+        return self.pod_count, upper
 
 
 ModelResources = Annotated[
@@ -153,6 +179,10 @@ class EndpointModel(WireModel):
     stage: ApigwStage
     pod_count: int
     running_pod_count: int
+    pod_auto_scale_enable: bool = False
+    scale_metric_code: str | None = None
+    scale_metric_target: int | None = None
+    max_pod_count: int | None = None
     resource_option_detail: ResourceOptionDetail | None = None
     apigw_resource_uri: str | None = None  # None: the SDK picks the route by the body
     apigw_endpoint_uri: str | None

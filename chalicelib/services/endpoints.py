@@ -44,7 +44,7 @@ from chalicelib.errors import (
     ValidationError,
 )
 from chalicelib.observability import logger
-from chalicelib.services import jobs, models
+from chalicelib.services import joblogs, jobs, models
 from chalicelib.services.catalog import get_catalog
 from chalicelib.store import models as rows
 from chalicelib.store.db import Database
@@ -54,6 +54,7 @@ ES = states.EndpointStageStatus
 EP = states.EndpointStatus
 R = states.StageResourceStatus
 RUNNER_KIND = "endpoint-stage"
+LOG_KIND = "inference"  # logs/inference/{appkey}/{stage id}/{source}/
 DEFAULT_STAGE = "default"
 DISPATCH_GRACE = timedelta(seconds=30)  # a stage not dispatched by then is dispatched by the tick
 
@@ -109,6 +110,10 @@ def _endpoint_model_view(
             },
             "pod_count": int(row.spec.get("podCount", 1)),
             "running_pod_count": len(row.pods),
+            "pod_auto_scale_enable": bool(row.spec.get("podAutoScaleEnable")),
+            "scale_metric_code": row.spec.get("scaleMetricCode"),
+            "scale_metric_target": row.spec.get("scaleMetricTarget"),
+            "max_pod_count": row.spec.get("maxPodCount"),
             "resource_option_detail": row.spec.get("resourceOptionDetail"),
             "apigw_resource_uri": None,
             "apigw_endpoint_uri": f"https://{url}{resource}",
@@ -462,6 +467,7 @@ class EndpointService:
                         "podAutoScaleEnable": item.pod_auto_scale_enable,
                         "scaleMetricCode": item.scale_metric_code,
                         "scaleMetricTarget": item.scale_metric_target,
+                        "maxPodCount": item.autoscale_bounds()[1],
                     },
                 )
             )
@@ -476,6 +482,25 @@ class EndpointService:
 
 
 # -- the deployer's side ---------------------------------------------------------------------
+
+
+def log_prefix(appkey: str, stage_id: str) -> str:
+    """Where a stage's pods, controller and gateway records write (category
+    ``easymaker.inference``)."""
+    return joblogs.log_prefix(LOG_KIND, appkey, stage_id)
+
+
+def _autoscale(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """A stage resource's pod autoscaler, as ``serving.controller`` takes it."""
+    if not spec.get("podAutoScaleEnable"):
+        return None
+    pods = int(spec.get("podCount", 1))
+    return {
+        "metric": spec["scaleMetricCode"],
+        "target": spec["scaleMetricTarget"],
+        "minPods": pods,
+        "maxPods": int(spec.get("maxPodCount") or pods),
+    }
 
 
 def deployment(session: Session, stage_id: str) -> dict[str, Any]:
@@ -502,6 +527,8 @@ def deployment(session: Session, stage_id: str) -> dict[str, Any]:
                 "memoryBytes": resource.spec.get("memoryBytes", 2 * 2**30),
                 "gpus": resource.spec.get("gpus", 0),
                 "parameters": models.runtime_parameters(model),
+                "autoscale": _autoscale(resource.spec),
+                "logPrefix": log_prefix(stage.appkey, stage.id),
             }
             for resource, model in pairs
         ],

@@ -188,6 +188,8 @@ def runner_env() -> dict[str, str]:
             "OPENMAKER_S3_ENDPOINT_URL",
             "OPENMAKER_OBS_INSECURE",
             "OPENMAKER_SAMPLE_SECONDS",
+            "OPENMAKER_POD_WATCH_SECONDS",
+            "OPENMAKER_SCALE_DOWN_SECONDS",
         )
         if name in os.environ
     }

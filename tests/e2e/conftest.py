@@ -72,6 +72,8 @@ def platform_env(home: Path) -> dict[str, str]:
     env["OPENMAKER_GATEWAY_PORT"] = str(free_port())  # platforms side by side
     env["OPENMAKER_GATEWAY_ADMIN_PORT"] = str(free_port())
     env["OPENMAKER_STAGE_SWITCH_GRACE_SECONDS"] = "3"  # an old default stage goes soon
+    env["OPENMAKER_POD_WATCH_SECONDS"] = "1"  # stage controllers look often
+    env["OPENMAKER_SCALE_DOWN_SECONDS"] = "4"
     ray_address = os.environ.get("OPENMAKER_TEST_RAY_ADDRESS")
     if ray_address:
         env["OPENMAKER_RAY_ADDRESS"] = ray_address
