@@ -11,12 +11,15 @@ from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
 from chalicelib.config import get_settings
 from chalicelib.domain.common import WireModel
 from chalicelib.domain.endpoint import (
+    ApiStatistics,
+    ApiStatisticsQuery,
     Endpoint,
     EndpointCreate,
     EndpointModel,
     EndpointModelQuery,
     EndpointQuery,
     EndpointStage,
+    GatewayStats,
     StageCreate,
     StageQuery,
 )
@@ -155,6 +158,20 @@ def delete_stage(ctx: RequestContext, endpoint_stage_id: str) -> None:
 
 
 @api.route(
+    "/endpoint-stages/{endpointStageId}/api-statistics",
+    "GET",
+    summary="A stage's API calls per minute (2xx/4xx/5xx, latency p50/p90/p99) and their total",
+    query=ApiStatisticsQuery,
+    response_key="apiStatistics",
+    response_model=ApiStatistics,
+)
+def stage_api_statistics(
+    ctx: RequestContext, endpoint_stage_id: str, query: ApiStatisticsQuery
+) -> ApiStatistics:
+    return endpoints.api_statistics(ctx.session, ctx.appkey, endpoint_stage_id, query)
+
+
+@api.route(
     "/endpoint-models",
     "GET",
     summary="List the stage resources (models) of a stage",
@@ -240,3 +257,17 @@ def deployer_report(
 def gateway_routes(ctx: RequestContext) -> dict[str, Any]:
     runner_auth.verify("gateway", "routes", ctx.request.headers.get(runner_auth.HEADER))
     return endpoints.gateway_routes(ctx.session)
+
+
+@api.route(
+    "/internal/v1/gateway/stats",
+    "POST",
+    summary="(gateway) calls per stage and minute, added to the stored API statistics",
+    body=GatewayStats,
+    response_key="taken",
+    authenticated=False,
+    prefixed=False,
+)
+def gateway_stats(ctx: RequestContext, body: GatewayStats) -> int:
+    runner_auth.verify("gateway", "stats", ctx.request.headers.get(runner_auth.HEADER))
+    return endpoints.record_stats(ctx.session, body.stats)

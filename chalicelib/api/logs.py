@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
+
 from chalicelib.api.envelope import ListResult, RequestContext, ResourceApi
 from chalicelib.domain import states
 from chalicelib.domain.common import Paging, WireModel
@@ -21,7 +23,8 @@ from chalicelib.store.repository import get_owned
 
 api = ResourceApi(__name__, "logs")
 FOLLOW_POLL_SECONDS = 0.5
-CATEGORIES = {"easymaker.training": trainings.KIND}
+INFERENCE = "easymaker.inference"
+CATEGORIES = {"easymaker.training": trainings.KIND, INFERENCE: endpoints.LOG_KIND}
 
 
 class TrainingLog(WireModel):
@@ -175,7 +178,9 @@ def _logged_resources(appkey: str, kind: str) -> list[str]:
 @api.route(
     "/logs",
     "GET",
-    summary="Search job logs (category easymaker.training; jobs created with useLog)",
+    summary="Search logs in the Log & Crash manner: easymaker.training (jobs created with "
+    "useLog) or easymaker.inference (endpoint stages created with useLog: one line per call "
+    "with its inferenceId, and the pods' and pod autoscaler's lines)",
     query=LogSearchQuery,
     response_key="logList",
     response_model=LogRecord,
@@ -183,9 +188,14 @@ def _logged_resources(appkey: str, kind: str) -> list[str]:
 )
 def search_logs(ctx: RequestContext, query: LogSearchQuery) -> ListResult:
     kind = CATEGORIES[query.category]
-    resources = _logged_resources(ctx.appkey, kind)
-    if query.training_id:
-        resources = [r for r in resources if r == query.training_id]
+    stages: dict[str, str] = {}
+    if query.category == INFERENCE:
+        stages = _logged_stages(ctx.appkey, query.endpoint_id, query.endpoint_stage_id)
+        resources = list(stages)
+    else:
+        resources = _logged_resources(ctx.appkey, kind)
+        if query.training_id:
+            resources = [r for r in resources if r == query.training_id]
     records, total = (
         joblogs.search_logs(
             platform_store(),
@@ -204,4 +214,39 @@ def search_logs(ctx: RequestContext, query: LogSearchQuery) -> ListResult:
     )
     for record in records:
         record.category = query.category
+        if query.category == INFERENCE:
+            _inference_fields(record, stages)
     return ListResult(records, Paging(page=query.page, limit=query.limit, total_count=total))
+
+
+def _logged_stages(appkey: str, endpoint_id: str | None, stage_id: str | None) -> dict[str, str]:
+    """Stage id -> endpoint id of the tenant's stages created with ``useLog``."""
+    with get_database().session(read_only=True) as session:
+        stmt = select(models.EndpointStage).where(models.EndpointStage.appkey == appkey)
+        if endpoint_id:
+            stmt = stmt.where(models.EndpointStage.endpoint_id == endpoint_id)
+        if stage_id:
+            stmt = stmt.where(models.EndpointStage.id == stage_id)
+        return {
+            row.id: row.endpoint_id
+            for row in session.scalars(stmt)
+            if (row.spec or {}).get("use_log")
+        }
+
+
+def _inference_fields(record: LogRecord, stages: dict[str, str]) -> None:
+    """The endpoint log fields of the seed: every line names its endpoint and stage; a
+    gateway line (one per call) also its inferenceId, action and modelName."""
+    record.endpoint_stage_id = record.resource_id
+    record.endpoint_id = stages.get(record.resource_id or "")
+    if record.source != "gateway":
+        record.model_name = record.source.split(".", 1)[0] if "." in record.source else None
+        return
+    try:
+        call = json.loads(record.body)
+    except ValueError:
+        return
+    if isinstance(call, dict):
+        record.inference_id = call.get("inferenceId")
+        record.action = call.get("action")
+        record.model_name = call.get("modelName")

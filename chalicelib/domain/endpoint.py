@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
@@ -221,3 +222,49 @@ class Endpoint(WireModel):
     app_key: str
     created_datetime: WireDatetime
     updated_datetime: WireDatetime
+
+
+class ApiStatisticsQuery(WireModel):
+    """``GET /endpoint-stages/{id}/api-statistics``: minutes from ``startTime`` (default an
+    hour ago) to ``endTime`` (default now), at most 31 days."""
+
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class ApiStatisticsPoint(WireModel):
+    """Calls in one minute (``time`` is the minute's start, UTC) or in the whole window."""
+
+    time: WireDatetime | None = None
+    calls: int
+    status2xx: Annotated[int, Field(alias="status2xx")]
+    status4xx: Annotated[int, Field(alias="status4xx")]
+    status5xx: Annotated[int, Field(alias="status5xx")]
+    latency_p50_ms: float | None
+    latency_p90_ms: float | None
+    latency_p99_ms: float | None
+
+
+class ApiStatistics(WireModel):
+    endpoint_id: str
+    endpoint_stage_id: str
+    start_time: WireDatetime
+    end_time: WireDatetime
+    total: ApiStatisticsPoint
+    series: list[ApiStatisticsPoint]
+
+
+class GatewayStat(WireModel):
+    """One stage's calls in one minute, as the gateway pushes them."""
+
+    endpoint_stage_id: Annotated[str, StringConstraints(min_length=1, max_length=36)]
+    minute: Annotated[int, Field(ge=0, description="the minute's start, Unix seconds")]
+    calls: Annotated[int, Field(ge=0)]
+    status2xx: Annotated[int, Field(ge=0, alias="status2xx")] = 0
+    status4xx: Annotated[int, Field(ge=0, alias="status4xx")] = 0
+    status5xx: Annotated[int, Field(ge=0, alias="status5xx")] = 0
+    buckets: list[Annotated[int, Field(ge=0)]]
+
+
+class GatewayStats(WireModel):
+    stats: Annotated[list[GatewayStat], Field(max_length=10_000)]

@@ -206,8 +206,10 @@ class TrainingLogQuery(WireModel):
 class LogSearchQuery(ListQuery):
     """``GET /logs``: the Log & Crash Search manner (only jobs created with ``useLog``)."""
 
-    category: Literal["easymaker.training"] = "easymaker.training"
+    category: Literal["easymaker.training", "easymaker.inference"] = "easymaker.training"
     training_id: Annotated[str, StringConstraints(max_length=36)] | None = None
+    endpoint_id: Annotated[str, StringConstraints(max_length=36)] | None = None
+    endpoint_stage_id: Annotated[str, StringConstraints(max_length=36)] | None = None
     log_level: Literal["INFO", "WARNING", "ERROR"] | None = None
     since: datetime | None = None
     until: datetime | None = None

@@ -12,7 +12,7 @@ for the pods. A model in use by a stage is not deleted (``models.DEPENDENTS``).
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,18 +25,23 @@ from chalicelib.domain import states
 from chalicelib.domain.catalog import Flavor
 from chalicelib.domain.common import Paging, utc_now
 from chalicelib.domain.endpoint import (
+    ApiStatistics,
+    ApiStatisticsPoint,
+    ApiStatisticsQuery,
     Endpoint,
     EndpointCreate,
     EndpointModel,
     EndpointModelQuery,
     EndpointQuery,
     EndpointStage,
+    GatewayStat,
     StageCreate,
     StageQuery,
     StageSpec,
     cpu_cores,
     memory_bytes,
 )
+from chalicelib.domain.latency import add_buckets, percentile
 from chalicelib.errors import (
     DependentResourceError,
     DuplicateNameError,
@@ -597,7 +602,9 @@ def gateway_routes(session: Session) -> dict[str, Any]:
         select(
             rows.EndpointStage.id,
             rows.EndpointStage.endpoint_id,
+            rows.EndpointStage.appkey,
             rows.EndpointStage.is_default,
+            rows.EndpointStage.spec,
             rows.Model.name,
             rows.EndpointModel.pods,
         )
@@ -606,10 +613,15 @@ def gateway_routes(session: Session) -> dict[str, Any]:
         .where(rows.EndpointStage.status == str(ES.ACTIVE))
     ).all()
     stages: dict[str, Any] = {}
-    for stage_id, endpoint_id, is_default, model, pods in found:
+    for stage_id, endpoint_id, appkey, is_default, spec, model, pods in found:
         keys = [stage_id, endpoint_id] if is_default else [stage_id]
+        meta = {  # whose calls the gateway counts, and where it logs them (useLog)
+            "stageId": stage_id,
+            "endpointId": endpoint_id,
+            "logPrefix": log_prefix(appkey, stage_id) if (spec or {}).get("use_log") else None,
+        }
         for key in keys:
-            stages.setdefault(key, {"models": {}})["models"][model] = list(pods or [])
+            stages.setdefault(key, {"models": {}, **meta})["models"][model] = list(pods or [])
     return {"stages": stages}
 
 
@@ -702,3 +714,115 @@ def reconcile(database: Database) -> None:
                 str(ES.CREATE_IN_PROGRESS),
             ):
                 report(session, stage_id, str(ES.CREATE_FAILED), reason[:4000], None)
+
+
+# -- API statistics ----------------------------------------------------------------------------
+
+STATS_MAX_WINDOW = timedelta(days=31)
+STATS_DEFAULT_WINDOW = timedelta(hours=1)
+
+
+def record_stats(session: Session, stats: list[GatewayStat]) -> int:
+    """Add the gateway's minutes to the stored ones (a stage gone meanwhile is skipped); how
+    many minutes were taken."""
+    taken = 0
+    for item in stats:
+        stage = session.get(rows.EndpointStage, item.endpoint_stage_id)
+        if stage is None:
+            continue
+        minute = datetime.fromtimestamp(item.minute - item.minute % 60, UTC).replace(tzinfo=None)
+        row = session.get(rows.EndpointStageStat, (stage.id, minute))
+        if row is None:
+            row = rows.EndpointStageStat(
+                stage_id=stage.id,
+                minute=minute,
+                appkey=stage.appkey,
+                endpoint_id=stage.endpoint_id,
+                calls=0,
+                status_2xx=0,
+                status_4xx=0,
+                status_5xx=0,
+                latency_buckets=[],
+            )
+            session.add(row)
+        row.calls += item.calls
+        row.status_2xx += item.status2xx
+        row.status_4xx += item.status4xx
+        row.status_5xx += item.status5xx
+        row.latency_buckets = add_buckets(row.latency_buckets, item.buckets)
+        taken += 1
+    return taken
+
+
+def _point(
+    time: datetime | None, calls: int, by_class: tuple[int, int, int], buckets: list[int]
+) -> ApiStatisticsPoint:
+    return ApiStatisticsPoint(
+        time=time,
+        calls=calls,
+        status2xx=by_class[0],
+        status4xx=by_class[1],
+        status5xx=by_class[2],
+        latency_p50_ms=percentile(buckets, 0.5),
+        latency_p90_ms=percentile(buckets, 0.9),
+        latency_p99_ms=percentile(buckets, 0.99),
+    )
+
+
+def api_statistics(
+    session: Session, appkey: str, stage_id: str, query: ApiStatisticsQuery
+) -> ApiStatistics:
+    """A stage's calls per minute in the window, and their total."""
+    stage = get_owned(session, rows.EndpointStage, appkey, stage_id, "endpoint stage")
+    end = _naive(query.end_time) or utc_now()
+    start = _naive(query.start_time) or end - STATS_DEFAULT_WINDOW
+    if start >= end:
+        raise _invalid("startTime", "order", "startTime must be before endTime")
+    if end - start > STATS_MAX_WINDOW:
+        raise _invalid("startTime", "window", "at most 31 days between startTime and endTime")
+    found = session.scalars(
+        select(rows.EndpointStageStat)
+        .where(
+            rows.EndpointStageStat.stage_id == stage.id,
+            rows.EndpointStageStat.minute >= start.replace(second=0, microsecond=0),
+            rows.EndpointStageStat.minute < end,
+        )
+        .order_by(rows.EndpointStageStat.minute)
+    ).all()
+    series = [
+        _point(
+            row.minute,
+            row.calls,
+            (row.status_2xx, row.status_4xx, row.status_5xx),
+            list(row.latency_buckets),
+        )
+        for row in found
+    ]
+    buckets: list[int] = []
+    for row in found:
+        buckets = add_buckets(buckets, row.latency_buckets)
+    total = _point(
+        None,
+        sum(r.calls for r in found),
+        (
+            sum(r.status_2xx for r in found),
+            sum(r.status_4xx for r in found),
+            sum(r.status_5xx for r in found),
+        ),
+        buckets,
+    )
+    return ApiStatistics(
+        endpoint_id=stage.endpoint_id,
+        endpoint_stage_id=stage.id,
+        start_time=start,
+        end_time=end,
+        total=total,
+        series=series,
+    )
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    """A wire time as stored: naive UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)

@@ -50,6 +50,12 @@ class LogRecord(WireModel):
     body: str
     resource_id: str | None = None
     category: str | None = None
+    # easymaker.inference lines (the seed's endpoint log fields)
+    endpoint_id: str | None = None
+    endpoint_stage_id: str | None = None
+    inference_id: str | None = None
+    action: str | None = None
+    model_name: str | None = None
 
 
 class _Entry(NamedTuple):

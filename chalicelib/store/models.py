@@ -277,6 +277,27 @@ class EndpointStage(StatusMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+class EndpointStageStat(Base):
+    """A stage's API calls in one minute, as the gateway counted them: calls, answers by
+    class and latency bucket counts (``serving.gateway.stats.BOUNDS_MS``), for the stage's
+    API statistics and the dashboard."""
+
+    __tablename__ = "endpoint_stage_stats"
+    __table_args__ = (Index("ix_endpoint_stage_stats_appkey_minute", "appkey", "minute"),)
+
+    stage_id: Mapped[str] = mapped_column(
+        ForeignKey("endpoint_stages.id", ondelete="CASCADE"), primary_key=True
+    )
+    minute: Mapped[datetime] = mapped_column(primary_key=True)
+    appkey: Mapped[str] = mapped_column(ForeignKey("projects.appkey", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(String(36))
+    calls: Mapped[int] = mapped_column(default=0)
+    status_2xx: Mapped[int] = mapped_column(default=0)
+    status_4xx: Mapped[int] = mapped_column(default=0)
+    status_5xx: Mapped[int] = mapped_column(default=0)
+    latency_buckets: Mapped[list[Any]] = mapped_column(default=list)
+
+
 class EndpointModel(Base):
     """A stage resource: one model on one stage, with its pods' resources and addresses."""
 

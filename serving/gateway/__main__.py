@@ -1,11 +1,16 @@
 """``python -m serving.gateway``: the gateway on ``--port`` (HTTPS with ``--cert``/``--key``)
-and its admin API on ``--admin-port`` (loopback), from an optional ``--routes`` JSON file."""
+and its admin API on ``--admin-port`` (loopback), from an optional ``--routes`` JSON file.
+
+With ``--routes-url`` (and the runner secret) it follows the control plane's table, pushes
+the API statistics back beside it (``.../gateway/stats`` every ``--stats-interval`` seconds)
+and logs each call of a stage created with ``useLog`` in platform storage."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import signal
 import ssl
 import sys
@@ -14,6 +19,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
+from chalicelib.objectstore import platform_store
 from chalicelib.services.runner_auth import job_token
 from serving.gateway.app import Gateway
 
@@ -31,15 +37,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--secret-file", type=Path, help="the runner secret that signs the routes request"
     )
+    parser.add_argument(
+        "--stats-interval",
+        type=float,
+        default=float(os.environ.get("OPENMAKER_GATEWAY_STATS_SECONDS", "10")),
+        help="seconds between pushes of the API statistics to the control plane",
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    token = None
+    token = stats_token = stats_url = log_store = None
     if args.routes_url and args.secret_file:
-        token = job_token("gateway", "routes", args.secret_file.read_bytes().strip())
+        secret = args.secret_file.read_bytes().strip()
+        token = job_token("gateway", "routes", secret)
+        # the API statistics go back beside the routes; calls are logged in platform storage
+        stats_url = args.routes_url.rstrip("/").rsplit("/", 1)[0] + "/stats"
+        stats_token = job_token("gateway", "stats", secret)
+        log_store = platform_store()
     gateway = Gateway(
-        health_interval=args.health_interval, routes_url=args.routes_url, routes_token=token
+        health_interval=args.health_interval,
+        routes_url=args.routes_url,
+        routes_token=token,
+        stats_url=stats_url,
+        stats_token=stats_token,
+        stats_interval=args.stats_interval,
+        log_store=log_store,
     )
     if args.routes is not None:
         gateway.table.replace(json.loads(args.routes.read_text()))

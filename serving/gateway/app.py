@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -32,6 +34,7 @@ MAX_BODY_BYTES = 64 * 2**20  # a larger request body is refused (413) before it 
 HEALTH_TIMEOUT_SECONDS = 2.0
 UPSTREAM_TIMEOUT_SECONDS = 600.0  # a generation may take minutes
 RUNNER_HEADER = "x-openmaker-runner-token"  # chalicelib.services.runner_auth.HEADER
+REQUEST_ID_HEADER = "X-Request-Id"  # the call's inferenceId, answered and sent to the pod
 # Headers that belong to one connection, not to the message (RFC 9110 §7.6.1).
 HOP_BY_HOP = frozenset(
     {
@@ -65,16 +68,27 @@ class Gateway:
         routes_url: str | None = None,
         routes_token: str | None = None,
         poll_interval: float = 1.0,
+        stats_url: str | None = None,
+        stats_token: str | None = None,
+        stats_interval: float = 10.0,
+        log_store: Any = None,
     ) -> None:
         self.table = table or RouteTable()
         self.health_interval = health_interval
         self.routes_url, self.routes_token = routes_url, routes_token
         self.poll_interval = poll_interval
+        self.stats_url, self.stats_token = stats_url, stats_token
+        self.stats_interval = stats_interval
         self._applied: Any = None  # the last table taken from the control plane
-        self.stats: dict[str, StageStats] = defaultdict(StageStats)
+        self.stats: dict[str, StageStats] = defaultdict(StageStats)  # by stage id, since start
+        # by (stage id, minute): what the control plane has not taken yet
+        self.unsent: dict[tuple[str, int], StageStats] = defaultdict(StageStats)
+        self.log_store = log_store  # an ObjectStore for the inference logs (None: not kept)
+        self.sinks: dict[str, Any] = {}  # log prefix -> LogSink
         self.session: aiohttp.ClientSession | None = None
         self._checker: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._pusher: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -88,13 +102,20 @@ class Gateway:
         self._checker = asyncio.create_task(self._check_forever())
         if self.routes_url:
             self._poller = asyncio.create_task(self._poll_forever())
+        if self.stats_url:
+            self._pusher = asyncio.create_task(self._push_forever())
 
     async def stop(self, _app: web.Application | None = None) -> None:
-        for task in (self._checker, self._poller):
+        for task in (self._checker, self._poller, self._pusher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.stats_url and self.session is not None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await self.push_stats()  # the last minutes are not lost on a clean stop
+        for sink in self.sinks.values():
+            sink.close()
         if self.session is not None:
             await self.session.close()
 
@@ -125,11 +146,45 @@ class Gateway:
             target = self.table.resolve(request.path, body if request.method == "POST" else None)
         except RouteError as exc:
             return error(exc.status, exc.message)
-        response = await self._forward(request, target, body)
-        self.stats[target.stage.key].record(response.status, time.perf_counter() - started)
+        inference_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        response = await self._forward(request, target, body, inference_id)
+        elapsed = time.perf_counter() - started
+        stage_id = target.stage.stage_id
+        self.stats[stage_id].record(response.status, elapsed)
+        self.unsent[(stage_id, int(time.time()) // 60 * 60)].record(response.status, elapsed)
+        if target.stage.log_prefix and self.log_store is not None:
+            self._log_call(request, target, response.status, elapsed, inference_id)
+        response.headers[REQUEST_ID_HEADER] = inference_id
         return response
 
-    async def _forward(self, request: web.Request, target: Target, body: bytes) -> web.Response:
+    def _log_call(
+        self, request: web.Request, target: Target, status: int, elapsed: float, inference: str
+    ) -> None:
+        """One record per call in the stage's log (category easymaker.inference)."""
+        prefix = target.stage.log_prefix
+        assert prefix is not None
+        sink = self.sinks.get(prefix)
+        if sink is None:
+            from runners.logsink import LogSink
+
+            sink = self.sinks[prefix] = LogSink(self.log_store, prefix)
+        record = {
+            "endpointId": target.stage.endpoint_id,
+            "endpointStageId": target.stage.stage_id,
+            "inferenceId": inference,
+            "action": "Endpoint.Model",
+            "modelName": target.pool.model,
+            "method": request.method,
+            "path": target.path,
+            "status": status,
+            "latencyMs": round(elapsed * 1000, 3),
+        }
+        stream = "stdout" if status < 500 else "stderr"
+        sink.write("gateway", stream, json.dumps(record, separators=(",", ":")) + "\n")
+
+    async def _forward(
+        self, request: web.Request, target: Target, body: bytes, inference_id: str
+    ) -> web.Response:
         assert self.session is not None
         try:
             backend = target.pool.pick()
@@ -139,6 +194,7 @@ class Gateway:
         if request.query_string:
             url += "?" + request.query_string
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers[REQUEST_ID_HEADER] = inference_id
         try:
             async with self.session.request(
                 request.method,
@@ -211,6 +267,46 @@ class Gateway:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
                 await self.poll_once()
             await asyncio.sleep(self.poll_interval)
+
+    async def push_stats(self) -> int:
+        """Send the counted minutes to the control plane; how many it took. What it did not
+        take is kept for the next push."""
+        assert self.session is not None and self.stats_url is not None
+        sending, self.unsent = self.unsent, defaultdict(StageStats)
+        if not sending:
+            return 0
+        items = [
+            {
+                "endpointStageId": stage_id,
+                "minute": minute,
+                "calls": stats.calls,
+                **{f"status{family}": n for family, n in stats.by_class.items()},
+                "buckets": stats.buckets,
+            }
+            for (stage_id, minute), stats in sending.items()
+        ]
+        try:
+            async with self.session.post(
+                self.stats_url,
+                json={"stats": items},
+                headers={RUNNER_HEADER: self.stats_token or ""},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as reply:
+                if reply.status != 200:
+                    raise aiohttp.ClientResponseError(
+                        reply.request_info, (), status=reply.status, message=await reply.text()
+                    )
+        except BaseException:
+            for key, stats in sending.items():
+                self.unsent[key].merge(stats)
+            raise
+        return len(items)
+
+    async def _push_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await self.push_stats()
 
     # -- admin ---------------------------------------------------------------------------
 

@@ -56,6 +56,12 @@ class Pool:
 class Stage:
     key: str
     pools: dict[str, Pool]
+    stage_id: str = ""  # whose calls these are (a default stage has two keys, one id)
+    endpoint_id: str | None = None
+    log_prefix: str | None = None  # where each call is logged (a stage with useLog)
+
+    def __post_init__(self) -> None:
+        self.stage_id = self.stage_id or self.key
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,17 @@ class RouteTable:
 
     def replace(self, spec: Mapping[str, Any]) -> None:
         """``{"stages": {key: {"models": {name: [backend URL, ...]}}}}`` (or a model as
-        ``{"backends": [...], "healthPath": "/ping"}``)."""
+        ``{"backends": [...], "healthPath": "/ping"}``); a stage may also name its
+        ``stageId``, ``endpointId`` and ``logPrefix``."""
         stages = {}
         for key, stage in (spec.get("stages") or {}).items():
-            stages[str(key)] = Stage(str(key), _pools(stage.get("models") or {}, self.ready))
+            stages[str(key)] = Stage(
+                str(key),
+                _pools(stage.get("models") or {}, self.ready),
+                stage_id=str(stage.get("stageId") or key),
+                endpoint_id=stage.get("endpointId"),
+                log_prefix=stage.get("logPrefix"),
+            )
         self.stages = stages
         routed = {b for stage in stages.values() for p in stage.pools.values() for b in p.backends}
         self.ready &= routed  # a pod no longer routed to is forgotten
@@ -114,7 +127,10 @@ class RouteTable:
                             "ready": sorted(b for b in pool.backends if b in pool.ready),
                         }
                         for name, pool in stage.pools.items()
-                    }
+                    },
+                    "stageId": stage.stage_id,
+                    "endpointId": stage.endpoint_id,
+                    "logPrefix": stage.log_prefix,
                 }
                 for key, stage in self.stages.items()
             }

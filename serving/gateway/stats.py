@@ -1,18 +1,13 @@
 """API statistics per stage: calls, answers by class (2xx/4xx/5xx) and latency percentiles,
-kept in fixed buckets (a bounded, constant-time record per request)."""
+kept in the fixed buckets of :mod:`chalicelib.domain.latency` (a bounded, constant-time record
+per request; the control plane adds the gateway's minutes up the same way)."""
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-# Latency bucket upper bounds in milliseconds: 0.1 ms steps to 2 ms, then wider.
-BOUNDS_MS: tuple[float, ...] = (
-    *(round(0.1 * i, 1) for i in range(1, 21)),
-    *(2.5, 3, 4, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750),
-    *(1000, 2000, 5000, 10000, 30000, 60000, float("inf")),
-)
+from chalicelib.domain.latency import BOUNDS_MS, add_buckets, bucket_of, percentile
 
 
 @dataclass
@@ -26,19 +21,17 @@ class StageStats:
         family = f"{status // 100}xx"
         if family in self.by_class:
             self.by_class[family] += 1
-        self.buckets[bisect.bisect_left(BOUNDS_MS, seconds * 1000)] += 1
+        self.buckets[bucket_of(seconds * 1000)] += 1
+
+    def merge(self, other: StageStats) -> None:
+        self.calls += other.calls
+        for family, count in other.by_class.items():
+            self.by_class[family] = self.by_class.get(family, 0) + count
+        self.buckets = add_buckets(self.buckets, other.buckets)
 
     def percentile(self, fraction: float) -> float | None:
         """The upper bound (ms) of the bucket holding the ``fraction`` quantile."""
-        if not self.calls:
-            return None
-        rank = fraction * self.calls
-        seen = 0
-        for bound, count in zip(BOUNDS_MS, self.buckets, strict=True):
-            seen += count
-            if seen >= rank and count:
-                return bound
-        return BOUNDS_MS[-2]
+        return percentile(self.buckets, fraction)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -74,6 +74,7 @@ def platform_env(home: Path) -> dict[str, str]:
     env["OPENMAKER_STAGE_SWITCH_GRACE_SECONDS"] = "3"  # an old default stage goes soon
     env["OPENMAKER_POD_WATCH_SECONDS"] = "1"  # stage controllers look often
     env["OPENMAKER_SCALE_DOWN_SECONDS"] = "4"
+    env["OPENMAKER_GATEWAY_STATS_SECONDS"] = "1"
     ray_address = os.environ.get("OPENMAKER_TEST_RAY_ADDRESS")
     if ray_address:
         env["OPENMAKER_RAY_ADDRESS"] = ray_address

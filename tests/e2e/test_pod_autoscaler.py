@@ -1,6 +1,7 @@
 """A stage's controller on the session's Ray head: the pod autoscaler adds a pod under load
 and takes it away when the load is gone (each decision in the stage's log), and a pod whose
-actor is killed is started again, the gateway routing only to ready pods meanwhile.
+actor is killed is started again, the gateway routing only to ready pods meanwhile. The
+gateway's counts become the stage's API statistics and each call a line of its log.
 
 The platform runs with ``OPENMAKER_POD_WATCH_SECONDS=1`` and
 ``OPENMAKER_SCALE_DOWN_SECONDS=4`` (tests/e2e/conftest.py)."""
@@ -107,6 +108,7 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
         json={
             "endpointName": unique("scaling"),
             "flavorId": "9bd2692e-c998-5f30-b305-0bd7de15bdd0",  # m2.c1m2
+            "useLog": True,
             "endpointModelResourceList": [
                 {
                     "modelId": model["modelId"],
@@ -183,9 +185,49 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
         timeout=120,
         why=lambda: [r["body"] for r in stage_log(platform, stage_id)][-20:],
     )
-    lines = [r["body"] for r in stage_log(platform, stage_id)]
+    lines = wait_for(  # the log is written within a second
+        "the scale-down line",
+        lambda: (
+            (found := [r["body"] for r in stage_log(platform, stage_id)])
+            and any("scale down" in line and "2 -> 1 pods" in line for line in found)
+            and found
+        ),
+        timeout=20,
+        why=lambda: [r["body"] for r in stage_log(platform, stage_id)],
+    )
     assert any("scale up" in line and "1 -> 2 pods" in line and "CPU" in line for line in lines)
-    assert any("scale down" in line and "2 -> 1 pods" in line for line in lines), lines
+
+    # the gateway's counts reach the stage's API statistics, and each call its log
+    stats = wait_for(
+        "the API statistics",
+        lambda: (
+            (found := api(platform, "GET", f"/endpoint-stages/{stage_id}/api-statistics"))[
+                "apiStatistics"
+            ]["total"]["calls"]
+            > 100
+            and found["apiStatistics"]
+        ),
+        timeout=30,
+    )
+    assert stats["total"]["status2xx"] == stats["total"]["calls"]
+    assert stats["total"]["latencyP50Ms"] is not None and stats["series"]
+    calls = api(
+        platform,
+        "GET",
+        "/logs",
+        params={
+            "category": "easymaker.inference",
+            "endpointStageId": stage_id,
+            "text": "inferenceId",  # the gateway's line per call, not the pods' own lines
+            "limit": 5,
+        },
+    )["logList"]
+    gateway_calls = [c for c in calls if c["source"] == "gateway"]
+    assert gateway_calls, calls
+    assert all(
+        c["inferenceId"] and c["modelName"] == name and c["endpointId"] == endpoint_id
+        for c in gateway_calls
+    )
 
     # a pod whose worker dies (killed) is started again under the same name
     (runtime,) = runtimes(name)

@@ -4,6 +4,7 @@ internal API (deployment, reports), the gateway's routes, bad input, deletion ru
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from chalicelib import errors
 from chalicelib.dispatch.base import JobState
 from chalicelib.dispatch.fake import FakeBackend
+from chalicelib.domain.latency import BOUNDS_MS, bucket_of
 from chalicelib.services import endpoints, runner_auth
 from chalicelib.services import models as model_service
 from chalicelib.store.db import Database
@@ -134,7 +136,12 @@ def test_an_endpoint_is_created_with_its_default_stage_deployed_by_a_ray_job(
     assert view["endpointStatusCode"] == "ACTIVE"
     assert view["defaultStage"]["endpointStageStatusCode"] == "ACTIVE"
     assert view["defaultStage"]["endpointModelList"][0]["runningPodCount"] == 1
-    table = {"models": {"iris": ["http://10.0.0.5:8080"]}}
+    table = {
+        "models": {"iris": ["http://10.0.0.5:8080"]},
+        "stageId": stage_id,
+        "endpointId": endpoint["endpointId"],
+        "logPrefix": None,  # created without useLog: the gateway logs no call
+    }
     assert routes(api) == {"stages": {stage_id: table, endpoint["endpointId"]: table}}
     listed = api.get("/endpoint-models", query={"endpointStageId": stage_id}).body
     assert [m["endpointModelStatusCode"] for m in listed["endpointModelList"]] == ["ACTIVE"]
@@ -230,6 +237,38 @@ def test_stages_are_added_to_active_endpoints_and_deleted_but_never_the_default(
         ),
         ({"endpointModelResourceList": [{"modelId": "@"}, {"modelId": "@"}]}, None),
         ({"endpointName": "no spaces"}, "endpointName"),
+        (
+            {"endpointModelResourceList": [{"modelId": "@", "podAutoScaleEnable": True}]},
+            "endpointModelResourceList.0",
+        ),
+        (
+            {
+                "endpointModelResourceList": [
+                    {
+                        "modelId": "@",
+                        "podCount": 2,
+                        "podAutoScaleEnable": True,
+                        "scaleMetricCode": "CPU",
+                        "scaleMetricTarget": 50,
+                        "maxPodCount": 1,
+                    }
+                ]
+            },
+            "endpointModelResourceList.0",
+        ),
+        (
+            {
+                "endpointModelResourceList": [
+                    {
+                        "modelId": "@",
+                        "podAutoScaleEnable": True,
+                        "scaleMetricCode": "GPU",
+                        "scaleMetricTarget": 50,
+                    }
+                ]
+            },
+            "endpointModelResourceList.0.scaleMetricCode",
+        ),
     ],
     ids=[
         "unknown flavor",
@@ -241,6 +280,9 @@ def test_stages_are_added_to_active_endpoints_and_deleted_but_never_the_default(
         "pods beyond the nodes",
         "a model twice",
         "bad name",
+        "an autoscaler without its metric",
+        "an autoscaler bound under the pod count",
+        "an autoscaler on an unknown metric",
     ],
 )
 def test_bad_input_is_a_400_that_creates_nothing(
@@ -312,7 +354,8 @@ def test_changing_the_default_stage_moves_the_endpoint_url_and_removes_the_old_d
     assert view["defaultStage"]["apigwStageUrl"].endswith(f"/{endpoint_id}")
     assert [s["endpointStageId"] for s in view["endpointStageList"]] == [new]
     table = routes(api)["stages"]
-    assert table[endpoint_id] == {"models": {"switched": ["http://new:1"]}} and old not in table
+    assert table[endpoint_id]["models"] == {"switched": ["http://new:1"]} and old not in table
+    assert table[endpoint_id]["stageId"] == new  # its calls count for the new default
     (teardown,) = [job for key, job in ray.jobs.items() if key.startswith(f"teardown-{old}")]
     assert teardown.entrypoint.endswith(f"--stage {old} --grace 15")
     again = api.put(f"/endpoints/{endpoint_id}/default-stage", {"endpointStageId": new})
@@ -344,3 +387,64 @@ def test_a_deploy_job_that_dies_without_a_report_fails_its_stage_at_the_next_tic
     assert stage_of(second)["defaultStage"]["endpointStageStatusCode"] == "CREATE_FAILED"
     assert "gone from Ray" in stage_of(second)["defaultStage"]["statusReason"]
     assert stage_of(third)["defaultStage"]["endpointStageStatusCode"] == "CREATE_REQUESTED"
+
+
+def test_the_gateway_s_minutes_become_a_stage_s_api_statistics(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "iris")
+    endpoint = api.post("/endpoints", body(model_id, useLog=True)).body["endpoint"]
+    stage_id = endpoint["defaultStage"]["endpointStageId"]
+    stage_report(api, stage_id, status="ACTIVE", routes={"iris": ["http://10.0.0.5:8080"]})
+    table = routes(api)["stages"][stage_id]
+    assert table["logPrefix"] == f"logs/inference/{api.appkey}/{stage_id}/"
+    now = int(time.time()) // 60 * 60
+    fast = [0] * len(BOUNDS_MS)
+    fast[bucket_of(0.9)] = 8  # 8 calls under 1 ms
+    slow = [0] * len(BOUNDS_MS)
+    slow[bucket_of(40)] = 2  # 2 calls of 40 ms
+    minute = {"endpointStageId": stage_id, "calls": 10, "status2xx": 9, "status5xx": 1}
+
+    def push(items: list[dict[str, Any]], token: str = "stats") -> Reply:
+        return internal(
+            api, "POST", "/internal/v1/gateway/stats", "gateway", token, json_body={"stats": items}
+        )
+
+    assert push([{**minute, "minute": now - 60, "buckets": fast}]).status == 200
+    taken = push(
+        [
+            {
+                **minute,
+                "minute": now - 60,
+                "calls": 0,
+                "status2xx": 0,
+                "status5xx": 0,
+                "buckets": [],
+            },
+            {**minute, "minute": now + 7, "buckets": [*fast[:-1], 0]},
+            {"endpointStageId": "gone", "minute": now, "calls": 1, "buckets": []},
+        ]
+    )
+    assert taken.status == 200 and taken.body["taken"] == 2, taken.body  # "gone" is skipped
+    assert push([{**minute, "minute": now, "buckets": slow}]).status == 200
+    assert push([], token="routes").status == 401  # the routes token does not write stats
+
+    stats = api.get(f"/endpoint-stages/{stage_id}/api-statistics").body["apiStatistics"]
+
+    assert stats["endpointStageId"] == stage_id and stats["endpointId"] == endpoint["endpointId"]
+    assert stats["total"]["calls"] == 30
+    assert (stats["total"]["status2xx"], stats["total"]["status5xx"]) == (27, 3)
+    assert stats["total"]["latencyP50Ms"] == 0.9 and stats["total"]["latencyP99Ms"] == 50
+    assert [p["calls"] for p in stats["series"]] == [10, 20]
+    assert [p["latencyP99Ms"] for p in stats["series"]] == [0.9, 50]
+    empty = api.get(
+        f"/endpoint-stages/{stage_id}/api-statistics",
+        query={"startTime": "2020-01-01T00:00:00Z", "endTime": "2020-01-01T01:00:00Z"},
+    ).body["apiStatistics"]
+    assert empty["total"]["calls"] == 0 and empty["total"]["latencyP50Ms"] is None
+    backwards = api.get(
+        f"/endpoint-stages/{stage_id}/api-statistics",
+        query={"startTime": "2020-01-02T00:00:00Z", "endTime": "2020-01-01T00:00:00Z"},
+    )
+    assert_error(backwards, 400, VALIDATION, field="startTime")
+    assert_error(api.get("/endpoint-stages/nope/api-statistics"), 404, NOT_FOUND)
