@@ -3,7 +3,8 @@
 A HUGGING_FACE model created with a ``model_id`` parameter points at
 ``hf://{org}/{name}[@{revision}]`` (the URI rules live in ``chalicelib.domain.model`` and are
 re-exported here). :func:`check_hub_model` asks the hub about the repo when the model is
-created (ACTIVE, or CREATE_FAILED with the reason); :func:`download_hub_model` fetches, when a
+created (ACTIVE, or CREATE_FAILED with the reason), and takes the task of a model created
+without one from the repo's ``pipeline_tag``; :func:`download_hub_model` fetches, when a
 pod starts, only what the Python runtime reads: safetensors weights, JSON configs and
 tokenizer files of the repo's top folder, never pickle-format weights.
 
@@ -21,11 +22,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chalicelib.domain.model import (
     HUB_SCHEME,
+    HUGGING_FACE_TASKS,
     hub_token,
     hub_uri,
     is_hub_uri,
@@ -35,6 +38,8 @@ from chalicelib.domain.model import (
 __all__ = [
     "DEFAULT_ENDPOINT",
     "HUB_SCHEME",
+    "PIPELINE_TASKS",
+    "HubCheck",
     "HubModelError",
     "check_hub_model",
     "download_hub_model",
@@ -63,6 +68,14 @@ SERVED_PATTERNS = (
 )
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.pkl", "*.pickle")
 REFUSED_PATTERNS = (*PICKLE_PATTERNS, "*/*")  # never pickles; only the repo's top folder
+# The hub's pipeline tags of the tasks served here (HUGGING_FACE_TASKS).
+PIPELINE_TASKS = {
+    "text-classification": "sequence_classification",
+    "token-classification": "token_classification",
+    "fill-mask": "fill_mask",
+    "text-generation": "text_generation",
+    "text2text-generation": "text2text_generation",
+}
 WEIGHT_SUFFIXES = (
     ".bin",
     ".pt",
@@ -81,20 +94,32 @@ class HubModelError(Exception):
     """A hub model that cannot be served here; the message is the reason (secret-free)."""
 
 
+@dataclass(frozen=True)
+class HubCheck:
+    """What the tick's check found: why the model cannot be served (None when it can), and
+    the task its pipeline tag names when the model was created without one."""
+
+    problem: str | None = None
+    task: str | None = None
+
+
 def hub_endpoint() -> str:
     """The hub's base URL, without a trailing slash."""
     endpoint = os.environ.get("OPENMAKER_HF_ENDPOINT") or os.environ.get("HF_ENDPOINT")
     return (endpoint or DEFAULT_ENDPOINT).rstrip("/")
 
 
-def check_hub_model(model_id: str, revision: str | None, token: str | None) -> str | None:
-    """Why the hub model cannot be served here, or None when it can.
+def check_hub_model(
+    model_id: str, revision: str | None, token: str | None, task: str | None = None
+) -> HubCheck:
+    """Whether the hub model can be served here, and its task.
 
     Lists the repo's files through the hub API (and, for a gated repo, asks for the first
     weights file with ``token``): refused when the repo or revision does not exist, when it
     is gated or private and the token is missing or lacks access, when it has no
-    ``*.safetensors`` weights in its top folder, or when the hub cannot be reached. Never
-    raises; the reason never holds the token.
+    ``*.safetensors`` weights in its top folder, or when the hub cannot be reached. Without a
+    ``task``, the repo's ``pipeline_tag`` names it (:data:`PIPELINE_TASKS`); another tag, or
+    none, is refused. Never raises; the reason never holds the token.
     """
     endpoint = hub_endpoint()
     try:
@@ -107,15 +132,17 @@ def check_hub_model(model_id: str, revision: str | None, token: str | None) -> s
         files = [sibling.rfilename for sibling in info.siblings or []]
         weights = sorted(f for f in files if "/" not in f and f.endswith(".safetensors"))
         if not weights:
-            return _no_safetensors(model_id, files)
+            return HubCheck(_no_safetensors(model_id, files))
         if info.gated:  # the hub lists a gated repo to anyone; its files need the token
             url = hf_hub_url(model_id, weights[0], revision=info.sha, endpoint=endpoint)
             get_hf_file_metadata(
                 url, token=token or False, timeout=TIMEOUT_SECONDS, endpoint=endpoint
             )
     except Exception as exc:  # noqa: BLE001 - every failure is the model's reason
-        return _hub_failure(exc, model_id, revision, token, endpoint)
-    return None
+        return HubCheck(_hub_failure(exc, model_id, revision, token, endpoint))
+    if task is not None:
+        return HubCheck()
+    return _pipeline_task(model_id, info.pipeline_tag)
 
 
 def download_hub_model(uri: str, dest: Path, token: str | None) -> Path:
@@ -176,6 +203,20 @@ def fetch_model(uri: str, dest: Path, parameters: Iterable[tuple[str, str]]) -> 
 
 
 # -- reasons ----------------------------------------------------------------------------
+
+
+def _pipeline_task(model_id: str, tag: str | None) -> HubCheck:
+    """The task a repo's pipeline tag names, or why it names none served here."""
+    found = PIPELINE_TASKS.get(tag or "")
+    if found is not None:
+        return HubCheck(task=found)
+    said = "it has no pipeline tag on the hub"
+    if tag:
+        said = f"its pipeline tag {tag[:64]!r} is not a task served here"
+    tasks = ", ".join(HUGGING_FACE_TASKS)
+    return HubCheck(
+        f"Hugging Face model {model_id}: {said}; give a task parameter, one of {tasks}"
+    )
 
 
 def _no_safetensors(model_id: str, files: list[str]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 import ray
 
-from chalicelib.domain.model import screaming_snake
+from chalicelib.domain.model import screaming_snake, served_by_vllm, serving_paths
 from chalicelib.hfhub import fetch_model
 from chalicelib.objectstore import platform_store
 from runners.control import ControlPlane
@@ -44,6 +44,21 @@ PYTHON_FRAMEWORKS = {
     "HUGGING_FACE": "huggingface",
     "TENSORFLOW": "tensorflow",
 }
+# vLLM (``vllm serve``, its OpenAI server) serves a HUGGING_FACE text_generation model on a
+# pod with GPUs; ``OPENMAKER_VLLM_BIN`` names its executable, else ``vllm`` on PATH.
+VLLM_BIN_VARIABLE = "OPENMAKER_VLLM_BIN"
+# Model parameters that become ``vllm serve`` options (vLLM reads none of these variables).
+VLLM_VALUE_OPTIONS = (
+    "MAX_MODEL_LEN",
+    "DTYPE",
+    "GPU_MEMORY_UTILIZATION",
+    "MAX_NUM_SEQS",
+    "MAX_NUM_BATCHED_TOKENS",
+    "QUANTIZATION",
+    "KV_CACHE_DTYPE",
+    "SEED",
+)
+VLLM_SWITCHES = ("ENFORCE_EAGER",)  # given when the parameter is true/1/yes/on
 
 
 class DeployError(Exception):
@@ -76,12 +91,15 @@ class ModelSpec:
 
 
 def runtime_command(
-    spec: ModelSpec, model_dir: Path, port: int
+    spec: ModelSpec, model_dir: Path, port: int, *, locate: bool = True
 ) -> tuple[list[str], dict[str, str]]:
     """The runtime a framework is served with, and the model's parameters as
     SCREAMING_SNAKE_CASE variables (DESIGN §5; the Python runtime reads its options from
-    them and refuses arguments it does not know)."""
+    them and refuses arguments it does not know). ``locate=False`` leaves finding the vllm
+    executable to the pod's node (the deploy driver may run where no GPU is)."""
     env = {screaming_snake(name): value for name, value in spec.parameters}
+    if serves_with_vllm(spec):
+        return vllm_command(spec, model_dir, port, locate), {**env, "HF_HUB_OFFLINE": "1"}
     if spec.framework in PYTHON_FRAMEWORKS:
         env.update(
             {
@@ -95,8 +113,60 @@ def runtime_command(
     if spec.framework == "PYTORCH":  # TorchServe (Java 17) behind its OIP front
         env.update({"MODEL_NAME": spec.name, "MODEL_DIR": str(model_dir)})
         argv = [sys.executable, "-m", "serving.runtimes.torchserve", "--http-port", str(port)]
+        argv += ["--host", "0.0.0.0"]  # the gateway may run on another node (its OIP front;
+        # TorchServe's own inference and management APIs stay on loopback)
         return argv, env
     raise DeployError(f"model {spec.name}: no runtime here serves {spec.framework} yet")
+
+
+def serves_with_vllm(spec: ModelSpec) -> bool:
+    """A HUGGING_FACE text_generation model on a pod with GPUs (the control plane applies
+    the same rule to tell the gateway the pod's paths)."""
+    return served_by_vllm(spec.framework, spec.parameters, spec.gpus)
+
+
+def health_path_for(spec: ModelSpec) -> str:
+    """The route that answers 200 once the model's runtime is ready."""
+    return serving_paths(serves_with_vllm(spec))["healthPath"]
+
+
+def vllm_command(spec: ModelSpec, model_dir: Path, port: int, locate: bool = True) -> list[str]:
+    """``vllm serve`` on every interface (the gateway runs on another node), the model under
+    its own name, safetensors weights only, options from the model's parameters."""
+    argv = [vllm_executable() if locate else "vllm", "serve", str(model_dir)]
+    argv += ["--host", "0.0.0.0", "--port", str(port), "--served-model-name", spec.name]
+    argv += ["--load-format", "safetensors"]
+    if int(spec.gpus) > 1:
+        argv.append(f"--tensor-parallel-size={int(spec.gpus)}")
+    given = {screaming_snake(name): value for name, value in spec.parameters}
+    for name in VLLM_VALUE_OPTIONS:  # --name=value: a value is never read as an option
+        if given.get(name):
+            argv.append(f"--{name.lower().replace('_', '-')}={given[name]}")
+    for name in VLLM_SWITCHES:
+        if given.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            argv.append(f"--{name.lower().replace('_', '-')}")
+    return argv
+
+
+def vllm_executable() -> str:
+    """``OPENMAKER_VLLM_BIN``, else ``vllm`` on PATH or beside this Python."""
+    configured = os.environ.get(VLLM_BIN_VARIABLE)
+    if configured:
+        found = shutil.which(configured)
+        if found is None:
+            raise DeployError(
+                f"vLLM is not installed on this node: {VLLM_BIN_VARIABLE}={configured[:200]} "
+                "is not an executable file"
+            )
+        return found
+    search = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
+    found = shutil.which("vllm", path=search)
+    if found is None:
+        raise DeployError(
+            "vLLM is not installed on this node: a GPU text_generation model needs it; "
+            f"set {VLLM_BIN_VARIABLE}"
+        )
+    return found
 
 
 class PodHost:
@@ -127,6 +197,7 @@ class PodHost:
                 cwd=_repo_root(),
                 sink=self.sink,
                 source=self.source,
+                health_path=health_path_for(self.spec),
             )
             self.supervisor.start()
         except Exception as exc:  # noqa: BLE001 - the stage fails with the reason
@@ -211,7 +282,7 @@ def deploy(
     pods: list[tuple[str, Any]] = []
     for raw in models:
         spec = ModelSpec.from_dict(raw)
-        runtime_command(spec, Path("."), 0)  # refuse an unserved framework before any pod
+        runtime_command(spec, Path("."), 0, locate=False)  # an unserved framework: no pod
         for index in range(spec.pods):
             pods.append((spec.name, pod_actor(stage, raw, index)))
     problems = ray.get([actor.start.remote() for _, actor in pods], timeout=timeout)

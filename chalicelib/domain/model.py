@@ -67,6 +67,28 @@ def find_parameter(parameters: Iterable[tuple[str, str]], names: Iterable[str]) 
     return next((value for name, value in parameters if screaming_snake(name) in wanted), None)
 
 
+# -- which runtime serves a model, as the gateway must know it -----------------------------
+# A HUGGING_FACE text_generation model on pods with GPUs is served by vLLM (``vllm serve``:
+# OpenAI routes at /v1, ready at /health); every other model by a runtime that speaks OIP
+# (ready at /v2/health/ready, OpenAI routes, where it has them, at /openai/v1).
+
+OIP_HEALTH_PATH = "/v2/health/ready"
+VLLM_HEALTH_PATH = "/health"
+VLLM_TASK = "text_generation"
+
+
+def served_by_vllm(framework: str, parameters: Iterable[tuple[str, str]], gpus: float) -> bool:
+    task = find_parameter(parameters, ("TASK",))
+    return framework == "HUGGING_FACE" and task == VLLM_TASK and gpus > 0
+
+
+def serving_paths(vllm: bool) -> dict[str, str]:
+    """The routes the gateway uses on a pod: its health check and its OpenAI root."""
+    if vllm:
+        return {"healthPath": VLLM_HEALTH_PATH, "openaiRoot": "/v1"}
+    return {"healthPath": OIP_HEALTH_PATH, "openaiRoot": "/openai/v1"}
+
+
 # -- Hugging Face models made from a hub model id -----------------------------------------
 # A HUGGING_FACE model created with a ``model_id`` parameter and no other source points at
 # ``hf://{model id}[@{revision}]``: the tick checks the repo on the hub, a pod downloads its

@@ -42,6 +42,7 @@ from chalicelib.domain.endpoint import (
     memory_bytes,
 )
 from chalicelib.domain.latency import add_buckets, percentile
+from chalicelib.domain.model import served_by_vllm, serving_paths
 from chalicelib.errors import (
     DependentResourceError,
     DuplicateNameError,
@@ -606,6 +607,9 @@ def gateway_routes(session: Session) -> dict[str, Any]:
             rows.EndpointStage.is_default,
             rows.EndpointStage.spec,
             rows.Model.name,
+            rows.Model.format_code,
+            rows.Model.parameters,
+            rows.EndpointModel.spec,
             rows.EndpointModel.pods,
         )
         .join(rows.EndpointModel, rows.EndpointModel.stage_id == rows.EndpointStage.id)
@@ -613,7 +617,11 @@ def gateway_routes(session: Session) -> dict[str, Any]:
         .where(rows.EndpointStage.status == str(ES.ACTIVE))
     ).all()
     stages: dict[str, Any] = {}
-    for stage_id, endpoint_id, appkey, is_default, spec, model, pods in found:
+    for stage_id, endpoint_id, appkey, is_default, spec, model, fmt, params, res, pods in found:
+        named = [(str(p["parameterName"]), str(p["parameterValue"])) for p in params or []]
+        entry: Any = list(pods or [])
+        if served_by_vllm(fmt, named, float((res or {}).get("gpus", 0))):
+            entry = {"backends": entry, **serving_paths(vllm=True)}
         keys = [stage_id, endpoint_id] if is_default else [stage_id]
         meta = {  # whose calls the gateway counts, and where it logs them (useLog)
             "stageId": stage_id,
@@ -621,7 +629,7 @@ def gateway_routes(session: Session) -> dict[str, Any]:
             "logPrefix": log_prefix(appkey, stage_id) if (spec or {}).get("use_log") else None,
         }
         for key in keys:
-            stages.setdefault(key, {"models": {}, **meta})["models"][model] = list(pods or [])
+            stages.setdefault(key, {"models": {}, **meta})["models"][model] = entry
     return {"stages": stages}
 
 

@@ -1,6 +1,7 @@
 """Models: create from an artifact URI, from a COMPLETE training or tuning, or (HUGGING_FACE)
 from a hub model id; list, get, update, delete; the tick checks each new model's artifact
-(ACTIVE or CREATE_FAILED), a hub model's repo through the hub (chalicelib/hfhub.py).
+(ACTIVE or CREATE_FAILED), a hub model's repo through the hub (chalicelib/hfhub.py); a hub
+model created without a task takes the one its repo's pipeline tag names.
 
 A model only points at its artifact: deleting it leaves the files where they are (a
 training's or a tuning's outputs stay theirs). Trainings and tunings refuse deletion while a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -187,7 +189,8 @@ def _hub_model_id(body: ModelCreate) -> str | None:
 
 
 def _hub_source(body: ModelCreate, model_id: str) -> str:
-    """The checked ``hf://`` URI of a hub model: its id, revision and task parameters."""
+    """The checked ``hf://`` URI of a hub model: its id, revision and task parameters (no
+    task: the tick takes the one the repo's pipeline tag names)."""
     parameters = _parameters(body)
     problem = hub_model_id_problem(model_id)
     if problem:
@@ -198,13 +201,7 @@ def _hub_source(body: ModelCreate, model_id: str) -> str:
         raise _invalid("parameterList", "hub_revision", problem)
     task = find_parameter(parameters, (TASK_PARAMETER,))
     tasks = ", ".join(HUGGING_FACE_TASKS)
-    if task is None:
-        raise _invalid(
-            "parameterList",
-            "hub_task",
-            f"a Hugging Face hub model needs a task parameter, one of {tasks}",
-        )
-    if task not in HUGGING_FACE_TASKS:
+    if task is not None and task not in HUGGING_FACE_TASKS:
         raise _invalid(
             "parameterList", "hub_task", f"task {task[:64]!r} is not served; one of {tasks}"
         )
@@ -403,13 +400,29 @@ class ModelService:
 # -- the tick --------------------------------------------------------------------------------
 
 
-def artifact_problem(uri: str, parameters: list[dict[str, str]] | None = None) -> str | None:
-    """Why the artifact at ``uri`` cannot be read (None when a file or a non-empty folder
-    is there; for an ``hf://`` model, when the hub serves its safetensors to the model's
-    token, found among its stored ``parameters``). Talks to the storage or the hub: run by
-    the tick, not in a request."""
+TASK_NAME = "task"  # the parameter a task taken from the hub is stored as
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """The tick's check of a new model: why its artifact cannot be served (None when it
+    can), and the task a hub model created without one takes from its pipeline tag."""
+
+    problem: str | None = None
+    found_task: str | None = None
+
+
+def check_artifact(uri: str, parameters: list[dict[str, str]] | None = None) -> ArtifactCheck:
+    """Whether the artifact at ``uri`` can be read (a file or a non-empty folder is there;
+    for an ``hf://`` model, the hub serves its safetensors to the model's token, found among
+    its stored ``parameters``, and a task is given or named by the repo's pipeline tag).
+    Talks to the storage or the hub: run by the tick, not in a request."""
     if is_hub_uri(uri):
-        return _hub_problem(uri, parameters or [])
+        return _hub_check(uri, parameters or [])
+    return ArtifactCheck(_storage_problem(uri))
+
+
+def _storage_problem(uri: str) -> str | None:
     try:
         store, key = open_uri(uri)
         if key and store.exists(key):
@@ -422,21 +435,26 @@ def artifact_problem(uri: str, parameters: list[dict[str, str]] | None = None) -
     return "the model artifact is missing: nothing at modelUploadUri"
 
 
-def _hub_problem(uri: str, parameters: list[dict[str, str]]) -> str | None:
+def _hub_check(uri: str, parameters: list[dict[str, str]]) -> ArtifactCheck:
     try:
         model_id, revision = parse_hub_uri(uri)
-        token = hub_token(_decrypted(parameters))
+        plain = _decrypted(parameters)
+        token = hub_token(plain)
         # imported here: `import app` loads neither it nor huggingface_hub
         from chalicelib.hfhub import check_hub_model
     except Exception as exc:  # noqa: BLE001 - a bad stored URI or key; no value in the reason
-        return f"the Hugging Face model could not be checked: {type(exc).__name__}"
-    return check_hub_model(model_id, revision, token)
+        return ArtifactCheck(f"the Hugging Face model could not be checked: {type(exc).__name__}")
+    task = find_parameter(plain, (TASK_PARAMETER,))
+    found = check_hub_model(model_id, revision, token, task)
+    return ArtifactCheck(found.problem, None if found.problem else found.task)
 
 
 def reconcile(database: Database) -> None:
     """Check the artifact of every CREATE_REQUESTED model: ACTIVE, or CREATE_FAILED with the
     reason. The claim (CREATE_IN_PROGRESS) is a compare-and-set, so two ticks never check
-    one model twice; one left CREATE_IN_PROGRESS by a dead tick is checked again."""
+    one model twice; one left CREATE_IN_PROGRESS by a dead tick is checked again. A task
+    taken from the hub joins the model's parameters in the move to ACTIVE (parameters
+    never change after the create, so the list read here is still the row's)."""
     model = models.Model
     with database.session(read_only=True) as session:
         pending = session.execute(
@@ -449,20 +467,37 @@ def reconcile(database: Database) -> None:
             database, model_id, status, M.CREATE_IN_PROGRESS
         ):
             continue
-        problem = artifact_problem(uri, parameters)
-        target = M.CREATE_FAILED if problem else M.ACTIVE
-        if _move(database, model_id, str(M.CREATE_IN_PROGRESS), target, problem):
+        check = check_artifact(uri, parameters)
+        target = M.CREATE_FAILED if check.problem else M.ACTIVE
+        added = None
+        if check.found_task is not None:
+            task = {"parameterName": TASK_NAME, "parameterValue": check.found_task}
+            added = [*(parameters or []), task]
+        if _move(database, model_id, str(M.CREATE_IN_PROGRESS), target, check.problem, added):
             logger.info(
                 "model checked",
-                extra={"modelId": model_id, "status": str(target), "reason": problem},
+                extra={
+                    "modelId": model_id,
+                    "status": str(target),
+                    "reason": check.problem,
+                    "taskFromHub": check.found_task,
+                },
             )
 
 
 def _move(
-    database: Database, model_id: str, current: str, target: M, reason: str | None = None
+    database: Database,
+    model_id: str,
+    current: str,
+    target: M,
+    reason: str | None = None,
+    parameters: list[dict[str, str]] | None = None,
 ) -> bool:
+    """Compare-and-set ``current`` -> ``target`` (``parameters``, when given, replace the
+    stored ones in the same update)."""
     states.transition(states.MODEL, current, target)
     model = models.Model
+    values: dict[str, Any] = {} if parameters is None else {"parameters": parameters}
     with database.session() as session:
         result = session.execute(
             update(model)
@@ -472,6 +507,7 @@ def _move(
                 status_reason=reason,
                 version=model.version + 1,
                 updated_at=utc_now(),
+                **values,
             )
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]

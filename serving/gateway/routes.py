@@ -39,6 +39,7 @@ class Pool:
     backends: tuple[str, ...]  # base URLs, ``http://10.0.0.5:8080``
     ready: set[str] = field(default_factory=set)  # the table's: a pod is ready everywhere
     health_path: str = "/v2/health/ready"
+    openai_root: str = "/openai/v1"  # the pod's OpenAI routes (vLLM: /v1)
     _turn: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +83,8 @@ def _pools(models: Mapping[str, Any], ready: set[str]) -> dict[str, Pool]:
         pool = Pool(str(model), urls, ready)
         if isinstance(entry, dict) and entry.get("healthPath"):
             pool.health_path = str(entry["healthPath"])
+        if isinstance(entry, dict) and entry.get("openaiRoot"):
+            pool.openai_root = "/" + str(entry["openaiRoot"]).strip("/")
         pools[str(model)] = pool
     return pools
 
@@ -98,8 +101,8 @@ class RouteTable:
 
     def replace(self, spec: Mapping[str, Any]) -> None:
         """``{"stages": {key: {"models": {name: [backend URL, ...]}}}}`` (or a model as
-        ``{"backends": [...], "healthPath": "/ping"}``); a stage may also name its
-        ``stageId``, ``endpointId`` and ``logPrefix``."""
+        ``{"backends": [...], "healthPath": "/ping", "openaiRoot": "/v1"}``); a stage may
+        also name its ``stageId``, ``endpointId`` and ``logPrefix``."""
         stages = {}
         for key, stage in (spec.get("stages") or {}).items():
             stages[str(key)] = Stage(
@@ -124,6 +127,7 @@ class RouteTable:
                         name: {
                             "backends": list(pool.backends),
                             "healthPath": pool.health_path,
+                            "openaiRoot": pool.openai_root,
                             "ready": sorted(b for b in pool.backends if b in pool.ready),
                         }
                         for name, pool in stage.pools.items()
@@ -175,6 +179,8 @@ class RouteTable:
             raise RouteError(
                 404, f"model {model[:64]} is not served by stage {stage.key} (it holds {held})"
             )
+        if leaf.startswith("openai/v1/"):
+            return Target(stage, pool, pool.openai_root + leaf.removeprefix("openai/v1"))
         return Target(stage, pool, "/" + leaf)
 
     @staticmethod

@@ -15,6 +15,7 @@ import requests
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.serving.models import iris_model
+from tests.serving.torchserve_fixtures import iris_weights_dir
 
 VERSICOLOR = [6.4, 3.2, 4.5, 1.5]
 
@@ -111,3 +112,40 @@ def test_an_unreadable_artifact_fails_the_deployment_and_leaves_no_pod(
     assert "pod stg-broken.gone.0" in failed["error"] and "nothing to download" in failed["error"]
     left = run_job(ray_head, "python -m serving.deploy teardown --stage stg-broken")
     assert left == {"stopped": 0}
+
+
+def test_a_pytorch_stage_is_served_by_torchserve_on_a_ray_pod(
+    ray_head: str, tmp_path: Path
+) -> None:
+    """Weights + model.py + handler.py (appendix 11): archived and served by a real
+    TorchServe in the pod, reached at the node's address the deploy reports."""
+    weights = iris_weights_dir(tmp_path / "iris-pt")
+    spec = {
+        "stage": "stg-torch",
+        "models": [
+            {
+                "name": "iris",
+                "framework": "PYTORCH",
+                "artifactUri": f"file://{weights}",
+                "cpus": 0.5,
+                "memoryBytes": 1024 * 2**20,
+            }
+        ],
+    }
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    try:
+        deployed = run_job(ray_head, f"python -m serving.deploy deploy --spec {spec_file}")
+        (pod,) = deployed["routes"]["iris"]
+        answer = requests.post(
+            f"{pod}/v2/models/iris/infer",
+            json={
+                "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": VERSICOLOR}]
+            },
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [1]
+    finally:
+        stopped = run_job(ray_head, "python -m serving.deploy teardown --stage stg-torch")
+    assert stopped == {"stopped": 1}

@@ -448,3 +448,37 @@ def test_the_gateway_s_minutes_become_a_stage_s_api_statistics(
     )
     assert_error(backwards, 400, VALIDATION, field="startTime")
     assert_error(api.get("/endpoint-stages/nope/api-statistics"), 404, NOT_FOUND)
+
+
+def test_a_gpu_text_generation_model_is_routed_to_vllm_s_paths(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    generative = active_model(
+        api,
+        db,
+        file_root,
+        "gen",
+        modelFormatCode="HUGGING_FACE",
+        parameterList=[{"parameterName": "task", "parameterValue": "text_generation"}],
+    )
+    endpoint = api.post(
+        "/endpoints",
+        body(
+            generative,
+            flavorId=flavor("g2.t4.c8m64").id,
+            endpointModelResourceList=[
+                {"modelId": generative, "resourceOptionDetail": {"cpu": "2", "gpu": "1"}}
+            ],
+        ),
+    )
+    assert endpoint.status == 201, endpoint.body
+    stage_id = endpoint.body["endpoint"]["defaultStage"]["endpointStageId"]
+    stage_report(api, stage_id, status="ACTIVE", routes={"gen": ["http://10.0.0.9:8000"]})
+
+    entry = routes(api)["stages"][stage_id]["models"]["gen"]
+
+    assert entry == {
+        "backends": ["http://10.0.0.9:8000"],
+        "healthPath": "/health",
+        "openaiRoot": "/v1",
+    }

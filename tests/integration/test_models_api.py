@@ -346,6 +346,12 @@ def hub(fake_hub: FakeHub, tmp_path: Path) -> FakeHub:
     fake_hub.add("org/tiny", safetensors_repo(tmp_path / "hub" / "tiny"), revisions=("main", "v1"))
     fake_hub.add("org/pickled", pickle_only_repo(tmp_path / "hub" / "pickled"))
     fake_hub.add("org/gated", safetensors_repo(tmp_path / "hub" / "gated"), token=HUB_TOKEN)
+    fake_hub.add("org/bert", safetensors_repo(tmp_path / "hub" / "bert"), pipeline_tag="fill-mask")
+    fake_hub.add(
+        "org/summarizer",
+        safetensors_repo(tmp_path / "hub" / "summarizer"),
+        pipeline_tag="summarization",
+    )
     return fake_hub
 
 
@@ -379,6 +385,49 @@ def test_a_hugging_face_model_from_a_hub_id_is_active_once_the_hub_has_its_safet
     assert active["statusReason"] is None
     assert get(api, pinned["modelId"])["modelStatusCode"] == "ACTIVE"
     assert hub.downloaded() == []  # the check lists the repo; pods download
+
+
+def test_a_hub_model_without_a_task_takes_the_one_its_pipeline_tag_names(
+    api: ApiClient, db: Database, hub: FakeHub
+) -> None:
+    sdk_sample = {  # create_model_from_huggingface_id.ipynb: a model_id and nothing else
+        "modelName": "bert",
+        "modelFormatCode": "HUGGING_FACE",
+        "parameterList": [{"parameterName": "model_id", "parameterValue": "org/bert"}],
+    }
+    model = create(api, **sdk_sample)
+    assert model["modelStatusCode"] == "CREATE_REQUESTED"
+    assert model["parameterList"] == sdk_sample["parameterList"]
+
+    active = checked(api, db, model["modelId"])
+
+    assert active["modelStatusCode"] == "ACTIVE", active
+    assert active["parameterList"] == [
+        {"parameterName": "model_id", "parameterValue": "org/bert"},
+        {"parameterName": "task", "parameterValue": "fill_mask"},
+    ]
+    with db.session(read_only=True) as session:
+        row = session.get(models.Model, model["modelId"])
+        assert row is not None and row.version == 3  # claimed, then one move to ACTIVE
+        assert model_service.runtime_parameters(row) == [
+            ("model_id", "org/bert"),
+            ("task", "fill_mask"),
+        ]
+
+
+def test_a_hub_model_whose_pipeline_tag_is_not_served_fails_naming_it(
+    api: ApiClient, db: Database, hub: FakeHub
+) -> None:
+    model = create(api, **hub_body("summarizer", ("model_id", "org/summarizer")))
+
+    failed = checked(api, db, model["modelId"])
+
+    assert failed["modelStatusCode"] == "CREATE_FAILED"
+    reason = failed["statusReason"]
+    assert "its pipeline tag 'summarization' is not a task served here" in reason
+    assert "give a task parameter" in reason
+    assert all(task in reason for task in HUGGING_FACE_TASKS)
+    assert failed["parameterList"] == model["parameterList"]  # nothing taken
 
 
 def test_a_hub_model_with_only_pickle_weights_fails_with_the_safetensors_reason(
@@ -439,11 +488,10 @@ def test_a_gated_hub_model_needs_its_token_which_is_never_shown(
         ((("model_id", "org/../etc"), ("task", "fill_mask")), "hub_model_id"),
         ((("model_id", "a/b/c"), ("task", "fill_mask")), "hub_model_id"),
         ((("model_id", "org/" + "x" * 97), ("task", "fill_mask")), "hub_model_id"),
-        ((("model_id", "org/tiny"),), "hub_task"),
         ((("model_id", "org/tiny"), ("task", "summarization")), "hub_task"),
         ((("model_id", "org/tiny"), ("task", "fill_mask"), ("revision", "../x")), "hub_revision"),
     ],
-    ids=["dots", "three parts", "too long", "no task", "unsupported task", "bad revision"],
+    ids=["dots", "three parts", "too long", "unsupported task", "bad revision"],
 )
 def test_a_bad_hub_model_is_a_400_naming_the_rule_that_creates_nothing(
     api: ApiClient, db: Database, hub: FakeHub, parameters: tuple[tuple[str, str], ...], rule: str

@@ -2,7 +2,8 @@
 ``HfApi.model_info`` / ``list_repo_files`` and ``snapshot_download``.
 
 Routes (huggingface_hub 2.x): ``GET /api/models/{repo}`` and
-``/api/models/{repo}/revision/{rev}`` (``id``, ``sha``, ``siblings``, ``gated``),
+``/api/models/{repo}/revision/{rev}`` (``id``, ``sha``, ``siblings``, ``gated``, and
+``pipeline_tag`` when the repo has one),
 ``GET /api/models/{repo}/tree/{rev}`` (the file listing snapshot_download reads), and
 ``HEAD``/``GET /{repo}/resolve/{rev}/{file}`` with the ``X-Repo-Commit``, ``ETag`` and
 ``Content-Length`` headers a download needs. Repos are folders the test builds. A gated
@@ -36,6 +37,7 @@ class FakeRepo:
     public_listing: bool = False  # gated, but its model info answers anyone
     revisions: tuple[str, ...] = (DEFAULT_REVISION,)
     sha: str = ""
+    pipeline_tag: str | None = None  # the hub's task tag (``fill-mask`` ...); None: no tag
 
     def __post_init__(self) -> None:
         if not self.sha:
@@ -121,6 +123,8 @@ class HubHandler(BaseHTTPRequestHandler):
             "gated": "manual" if repo.token else False,
             "siblings": [{"rfilename": name} for name in repo.files()],
         }
+        if repo.pipeline_tag is not None:
+            info["pipeline_tag"] = repo.pipeline_tag
         self._reply(200, info, body)
 
     def _resolve(self, rest: str, body: bool) -> None:

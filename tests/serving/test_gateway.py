@@ -355,3 +355,17 @@ def test_a_pod_known_ready_is_ready_under_a_key_that_newly_routes_to_it() -> Non
     assert table.resolve("/ep/v2/models/m/infer").pool.pick() == "http://new:1"
     table.replace({"stages": {"other": {"models": {"m": ["http://other:1"]}}}})
     assert table.ready == set()  # a pod no longer routed to is forgotten
+
+
+def test_a_vllm_pool_gets_the_openai_routes_at_its_own_root() -> None:
+    table = RouteTable()
+    vllm = {"backends": ["http://g:1"], "healthPath": "/health", "openaiRoot": "/v1"}
+    table.replace({"stages": {"s": {"models": {"gen": vllm, "m": ["http://p:1"]}}}})
+
+    chat = table.resolve("/s/openai/v1/chat/completions", b'{"model": "gen"}')
+    assert (chat.pool.model, chat.path) == ("gen", "/v1/chat/completions")
+    assert table.resolve("/s/gen/v1/completions").path == "/v1/completions"  # the SDK's path
+    assert table.resolve("/s/gen/openai/v1/completions").path == "/v1/completions"
+    assert table.resolve("/s/m/openai/v1/completions").path == "/openai/v1/completions"
+    assert chat.pool.health_path == "/health"
+    assert table.as_spec()["stages"]["s"]["models"]["gen"]["openaiRoot"] == "/v1"

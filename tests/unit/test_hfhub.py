@@ -1,6 +1,6 @@
 """chalicelib/hfhub.py against a fake hub on loopback: the hub URI and id rules, the tick's check
-(the reasons it gives) and a pod's download (safetensors, configs and tokenizers only), with
-the model's token never in a reason, an exception or a log.
+(the reasons it gives, the task a pipeline tag names) and a pod's download (safetensors,
+configs and tokenizers only), with the model's token never in a reason, an exception or a log.
 
 Unit tests refuse the network (tests/unit/conftest.py); this module narrows that to
 loopback, where the fake hub listens: nothing here reaches the internet.
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.domain.model import HUGGING_FACE_TASKS, hub_model_id_problem
 from chalicelib import hfhub
+from chalicelib.domain.model import HUGGING_FACE_TASKS, hub_model_id_problem
 from serving.runtimes.python.config import Task
 from tests.serving.fake_hub import (
     NOT_SERVED,
@@ -120,21 +120,63 @@ def test_the_token_is_the_hf_token_parameter_or_another_token_credential() -> No
 
 
 def test_a_safetensors_repo_passes_the_check(hub: FakeHub) -> None:
-    assert hfhub.check_hub_model("org/tiny", None, None) is None
-    assert hfhub.check_hub_model("org/tiny", "v1", None) is None
-    assert hfhub.check_hub_model("solo", None, None) is None
+    assert hfhub.check_hub_model("org/tiny", None, None, "fill_mask") == hfhub.HubCheck()
+    assert hfhub.check_hub_model("org/tiny", "v1", None, "fill_mask") == hfhub.HubCheck()
+    assert hfhub.check_hub_model("solo", None, None, "text_generation") == hfhub.HubCheck()
+
+
+@pytest.mark.parametrize(("tag", "task"), sorted(hfhub.PIPELINE_TASKS.items()))
+def test_without_a_task_the_repos_pipeline_tag_names_it(
+    hub: FakeHub, tmp_path: Path, tag: str, task: str
+) -> None:
+    hub.add("org/tagged", safetensors_repo(tmp_path / "tagged"), pipeline_tag=tag)
+
+    assert hfhub.check_hub_model("org/tagged", None, None) == hfhub.HubCheck(task=task)
+
+
+def test_every_served_task_has_its_pipeline_tag() -> None:
+    assert sorted(hfhub.PIPELINE_TASKS.values()) == sorted(HUGGING_FACE_TASKS)
+
+
+@pytest.mark.parametrize(
+    ("tag", "named"),
+    [
+        ("summarization", "its pipeline tag 'summarization' is not a task served here"),
+        (None, "it has no pipeline tag on the hub"),
+    ],
+    ids=["another tag", "no tag"],
+)
+def test_without_a_task_another_pipeline_tag_or_none_is_refused_naming_the_tasks(
+    hub: FakeHub, tmp_path: Path, tag: str | None, named: str
+) -> None:
+    hub.add("org/tagged", safetensors_repo(tmp_path / "tagged"), pipeline_tag=tag)
+
+    found = hfhub.check_hub_model("org/tagged", None, None)
+
+    assert found.task is None and found.problem is not None
+    assert found.problem.startswith(f"Hugging Face model org/tagged: {named}; ")
+    assert "give a task parameter" in found.problem
+    assert all(task in found.problem for task in HUGGING_FACE_TASKS)
+
+
+def test_a_given_task_is_kept_whatever_the_pipeline_tag(hub: FakeHub, tmp_path: Path) -> None:
+    hub.add("org/tagged", safetensors_repo(tmp_path / "tagged"), pipeline_tag="summarization")
+
+    assert hfhub.check_hub_model("org/tagged", None, None, "fill_mask") == hfhub.HubCheck()
 
 
 def test_a_repo_with_only_pickle_weights_is_refused_naming_them(hub: FakeHub) -> None:
-    reason = hfhub.check_hub_model("org/pickled", None, None)
+    reason = hfhub.check_hub_model("org/pickled", None, None).problem
     assert reason is not None
     assert "only safetensors weights are served" in reason
     assert "pytorch_model.bin" in reason
 
 
 def test_a_missing_repo_or_revision_is_refused(hub: FakeHub) -> None:
-    assert "org/nothing does not exist" in str(hfhub.check_hub_model("org/nothing", None, None))
-    assert "revision v9" in str(hfhub.check_hub_model("org/tiny", "v9", None))
+    assert "org/nothing does not exist" in str(
+        hfhub.check_hub_model("org/nothing", None, None).problem
+    )
+    assert "revision v9" in str(hfhub.check_hub_model("org/tiny", "v9", None).problem)
 
 
 @pytest.mark.parametrize("repo", ["org/gated", "org/listed"])
@@ -143,9 +185,9 @@ def test_a_gated_repo_needs_a_token_with_access(
 ) -> None:
     caplog.set_level(logging.DEBUG)
 
-    without = hfhub.check_hub_model(repo, None, None)
-    wrong = hfhub.check_hub_model(repo, None, WRONG)
-    right = hfhub.check_hub_model(repo, None, TOKEN)
+    without = hfhub.check_hub_model(repo, None, None).problem
+    wrong = hfhub.check_hub_model(repo, None, WRONG).problem
+    right = hfhub.check_hub_model(repo, None, TOKEN, "fill_mask").problem
 
     assert without is not None and "gated model: give an hf_token parameter with access" in without
     assert "401" in without
@@ -161,7 +203,7 @@ def test_an_unreachable_hub_is_named_in_the_reason(monkeypatch: pytest.MonkeyPat
         port = probe.getsockname()[1]
     monkeypatch.setenv("OPENMAKER_HF_ENDPOINT", f"http://127.0.0.1:{port}")
 
-    reason = hfhub.check_hub_model("org/tiny", None, TOKEN)
+    reason = hfhub.check_hub_model("org/tiny", None, TOKEN).problem
 
     assert reason is not None and "cannot be reached" in reason
     assert f"127.0.0.1:{port}" in reason and TOKEN not in reason
