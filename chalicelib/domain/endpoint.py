@@ -79,6 +79,14 @@ class EndpointModelResource(WireModel):
     pod_auto_scale_enable: bool | None = None
     scale_metric_code: Annotated[str, StringConstraints(pattern=r"^(CPU|MEMORY)$")] | None = None
     scale_metric_target: Annotated[int, Field(ge=1, le=100)] | None = None
+    apigw_resource_uri: Annotated[
+        str | None,
+        StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+)+$", max_length=200),
+        Field(
+            description="A path of the stage's URL that infers with this model (e.g. "
+            "/inference): a body with instances goes to OIP v1 predict, inputs to v2 infer"
+        ),
+    ] = None
     max_pod_count: Annotated[
         int | None,
         Field(
@@ -129,6 +137,26 @@ class StageSpec(WireModel):
     ca_scale_down_util_thresh: Annotated[int, Field(ge=1, le=100)] | None = None
     ca_scale_down_unneeded_time: Annotated[int, Field(ge=1, le=1440)] | None = None
     ca_scale_down_delay_after_add: Annotated[int, Field(ge=1, le=1440)] | None = None
+
+    @model_validator(mode="after")
+    def _node_autoscaler(self) -> StageSpec:
+        if not self.ca_enable:
+            return self
+        if self.ca_min_node_count is None or self.ca_max_node_count is None:
+            raise ValueError("the node autoscaler needs caMinNodeCount and caMaxNodeCount")
+        if self.ca_min_node_count > self.ca_max_node_count:
+            raise ValueError("caMinNodeCount must not be more than caMaxNodeCount")
+        if not self.ca_min_node_count <= self.node_count <= self.ca_max_node_count:
+            raise ValueError("nodeCount must be within caMinNodeCount..caMaxNodeCount")
+        return self
+
+    @model_validator(mode="after")
+    def _resource_paths(self) -> StageSpec:
+        paths = [r.apigw_resource_uri for r in self.endpoint_model_resource_list]
+        given = [p for p in paths if p is not None]
+        if len(given) != len(set(given)):
+            raise ValueError("each model of a stage needs its own apigwResourceUri")
+        return self
 
 
 class EndpointCreate(StageSpec):

@@ -60,6 +60,7 @@ ES = states.EndpointStageStatus
 EP = states.EndpointStatus
 R = states.StageResourceStatus
 RUNNER_KIND = "endpoint-stage"
+RESERVED_SEGMENTS = frozenset({"v1", "v2", "openai"})  # a resource path must not shadow them
 LOG_KIND = "inference"  # logs/inference/{appkey}/{stage id}/{source}/
 DEFAULT_STAGE = "default"
 DISPATCH_GRACE = timedelta(seconds=30)  # a stage not dispatched by then is dispatched by the tick
@@ -99,7 +100,8 @@ def stage_url(stage: rows.EndpointStage) -> str:
 def _endpoint_model_view(
     row: rows.EndpointModel, model: rows.Model, stage: rows.EndpointStage
 ) -> EndpointModel:
-    resource = f"/{model.name}/v2/models/{model.name}/infer"
+    path = row.spec.get("apigwResourceUri")
+    resource = path or f"/{model.name}/v2/models/{model.name}/infer"
     url = stage_url(stage)
     return EndpointModel.model_validate(
         {
@@ -121,7 +123,7 @@ def _endpoint_model_view(
             "scale_metric_target": row.spec.get("scaleMetricTarget"),
             "max_pod_count": row.spec.get("maxPodCount"),
             "resource_option_detail": row.spec.get("resourceOptionDetail"),
-            "apigw_resource_uri": None,
+            "apigw_resource_uri": path,  # None: the SDK picks the route by the body
             "apigw_endpoint_uri": f"https://{url}{resource}",
             "created_datetime": row.created_at,
         }
@@ -474,9 +476,27 @@ class EndpointService:
                         "scaleMetricCode": item.scale_metric_code,
                         "scaleMetricTarget": item.scale_metric_target,
                         "maxPodCount": item.autoscale_bounds()[1],
+                        "apigwResourceUri": item.apigw_resource_uri,
                     },
                 )
             )
+        names = set(
+            self.session.scalars(
+                select(rows.Model.name).where(rows.Model.id.in_([m for m, _ in found]))
+            )
+        )
+        for index, item in enumerate(body.endpoint_model_resource_list):
+            path = item.apigw_resource_uri
+            if path is None:
+                continue
+            first = path.split("/")[1]
+            if first in RESERVED_SEGMENTS or first in names:
+                raise _invalid(
+                    f"endpointModelResourceList.{index}.apigwResourceUri",
+                    "reserved",
+                    f"{path[:200]} starts like the serving routes (v1, v2, openai or a model's "
+                    "name); choose another path",
+                )
         if cores_needed > flavor.vcpus * body.node_count:
             raise _invalid(
                 "endpointModelResourceList",
@@ -622,6 +642,9 @@ def gateway_routes(session: Session) -> dict[str, Any]:
         entry: Any = list(pods or [])
         if served_by_vllm(fmt, named, float((res or {}).get("gpus", 0))):
             entry = {"backends": entry, **serving_paths(vllm=True)}
+        if (res or {}).get("apigwResourceUri"):
+            entry = entry if isinstance(entry, dict) else {"backends": entry}
+            entry["resourcePath"] = res["apigwResourceUri"]
         keys = [stage_id, endpoint_id] if is_default else [stage_id]
         meta = {  # whose calls the gateway counts, and where it logs them (useLog)
             "stageId": stage_id,

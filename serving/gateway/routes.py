@@ -40,6 +40,7 @@ class Pool:
     ready: set[str] = field(default_factory=set)  # the table's: a pod is ready everywhere
     health_path: str = "/v2/health/ready"
     openai_root: str = "/openai/v1"  # the pod's OpenAI routes (vLLM: /v1)
+    resource_path: str | None = None  # the stage's own path to this model (``/inference``)
     _turn: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +84,8 @@ def _pools(models: Mapping[str, Any], ready: set[str]) -> dict[str, Pool]:
         pool = Pool(str(model), urls, ready)
         if isinstance(entry, dict) and entry.get("healthPath"):
             pool.health_path = str(entry["healthPath"])
+        if isinstance(entry, dict) and entry.get("resourcePath"):
+            pool.resource_path = "/" + str(entry["resourcePath"]).strip("/")
         if isinstance(entry, dict) and entry.get("openaiRoot"):
             pool.openai_root = "/" + str(entry["openaiRoot"]).strip("/")
         pools[str(model)] = pool
@@ -128,6 +131,7 @@ class RouteTable:
                             "backends": list(pool.backends),
                             "healthPath": pool.health_path,
                             "openaiRoot": pool.openai_root,
+                            "resourcePath": pool.resource_path,
                             "ready": sorted(b for b in pool.backends if b in pool.ready),
                         }
                         for name, pool in stage.pools.items()
@@ -149,6 +153,9 @@ class RouteTable:
         if stage is None:
             raise RouteError(404, f"no endpoint stage {parts[0][:64]} here")
         rest = parts[1:]
+        for pool in stage.pools.values():
+            if pool.resource_path is not None and pool.resource_path == "/" + "/".join(rest):
+                return Target(stage, pool, self._resource_leaf(pool, body))
         if (
             rest
             and rest[0] in stage.pools
@@ -182,6 +189,22 @@ class RouteTable:
         if leaf.startswith("openai/v1/"):
             return Target(stage, pool, pool.openai_root + leaf.removeprefix("openai/v1"))
         return Target(stage, pool, "/" + leaf)
+
+    @staticmethod
+    def _resource_leaf(pool: Pool, body: bytes | None) -> str:
+        """A model's own resource path: a body with ``instances`` is OIP v1 predict, one with
+        ``inputs`` v2 infer; a GET asks for the model's v2 metadata."""
+        if body is None:
+            return f"/v2/models/{pool.model}"
+        try:
+            found = json.loads(body) if body else None
+        except ValueError:
+            found = None
+        if isinstance(found, dict) and "instances" in found:
+            return f"/v1/models/{pool.model}:predict"
+        if isinstance(found, dict) and "inputs" in found:
+            return f"/v2/models/{pool.model}/infer"
+        raise RouteError(400, 'the body is JSON with "instances" (OIP v1) or "inputs" (OIP v2)')
 
     @staticmethod
     def _named_model(rest: list[str]) -> str | None:

@@ -118,6 +118,7 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
                     "scaleMetricCode": "CPU",
                     "scaleMetricTarget": 20,  # of 0.25 core: idle pods stay well under
                     "maxPodCount": 2,
+                    "apigwResourceUri": "/inference",
                 }
             ],
         },
@@ -148,6 +149,13 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
         ),
         timeout=30,
     )
+    own = requests.post(  # the model's own resource path, as the SDK calls it when set
+        resource["apigwEndpointUri"],
+        json={"instances": [VERSICOLOR]},
+        verify=gateway["ca"],
+        timeout=10,
+    )
+    assert own.status_code == 200 and own.json() == {"predictions": [1]}, own.text
     stop = threading.Event()
     failures: list[str] = []
 

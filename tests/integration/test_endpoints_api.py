@@ -269,6 +269,29 @@ def test_stages_are_added_to_active_endpoints_and_deleted_but_never_the_default(
             },
             "endpointModelResourceList.0.scaleMetricCode",
         ),
+        ({"caEnable": True}, None),
+        ({"caEnable": True, "caMinNodeCount": 3, "caMaxNodeCount": 2}, None),
+        (
+            {"endpointModelResourceList": [{"modelId": "@", "apigwResourceUri": "/v2/x"}]},
+            "endpointModelResourceList.0.apigwResourceUri",
+        ),
+        (
+            {"endpointModelResourceList": [{"modelId": "@", "apigwResourceUri": "/ok/infer"}]},
+            "endpointModelResourceList.0.apigwResourceUri",
+        ),
+        (
+            {
+                "endpointModelResourceList": [
+                    {"modelId": "@", "apigwResourceUri": "/a"},
+                    {"modelId": "@", "apigwResourceUri": "/a"},
+                ]
+            },
+            None,
+        ),
+        (
+            {"endpointModelResourceList": [{"modelId": "@", "apigwResourceUri": "in ference"}]},
+            "endpointModelResourceList.0.apigwResourceUri",
+        ),
     ],
     ids=[
         "unknown flavor",
@@ -283,6 +306,12 @@ def test_stages_are_added_to_active_endpoints_and_deleted_but_never_the_default(
         "an autoscaler without its metric",
         "an autoscaler bound under the pod count",
         "an autoscaler on an unknown metric",
+        "a node autoscaler without bounds",
+        "a node autoscaler's bounds upside down",
+        "a resource path shadowing the serving routes",
+        "a resource path shadowing a model's prefix",
+        "two models on one resource path",
+        "a resource path that is not a path",
     ],
 )
 def test_bad_input_is_a_400_that_creates_nothing(
@@ -482,3 +511,22 @@ def test_a_gpu_text_generation_model_is_routed_to_vllm_s_paths(
         "healthPath": "/health",
         "openaiRoot": "/v1",
     }
+
+
+def test_a_model_s_resource_path_is_its_inference_url(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "iris")
+    resources = [{"modelId": model_id, "apigwResourceUri": "/inference"}]
+    endpoint = api.post("/endpoints", body(model_id, endpointModelResourceList=resources))
+    assert endpoint.status == 201, endpoint.body
+    stage = endpoint.body["endpoint"]["defaultStage"]
+    (resource,) = stage["endpointModelList"]
+
+    assert resource["apigwResourceUri"] == "/inference"
+    assert resource["apigwEndpointUri"] == f"https://{stage['apigwStageUrl']}/inference"
+    stage_report(
+        api, stage["endpointStageId"], status="ACTIVE", routes={"iris": ["http://10.0.0.5:1"]}
+    )
+    entry = routes(api)["stages"][stage["endpointStageId"]]["models"]["iris"]
+    assert entry == {"backends": ["http://10.0.0.5:1"], "resourcePath": "/inference"}

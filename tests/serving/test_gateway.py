@@ -369,3 +369,18 @@ def test_a_vllm_pool_gets_the_openai_routes_at_its_own_root() -> None:
     assert table.resolve("/s/m/openai/v1/completions").path == "/openai/v1/completions"
     assert chat.pool.health_path == "/health"
     assert table.as_spec()["stages"]["s"]["models"]["gen"]["openaiRoot"] == "/v1"
+
+
+def test_a_model_s_resource_path_infers_by_the_body_s_protocol() -> None:
+    table = RouteTable()
+    iris = {"backends": ["http://p:1"], "resourcePath": "/inference"}
+    table.replace({"stages": {"s": {"models": {"iris": iris, "other": ["http://q:1"]}}}})
+
+    v1 = table.resolve("/s/inference", b'{"instances": [[1, 2, 3, 4]]}')
+    assert (v1.pool.model, v1.path) == ("iris", "/v1/models/iris:predict")
+    assert table.resolve("/s/inference/", b'{"inputs": []}').path == "/v2/models/iris/infer"
+    assert table.resolve("/s/inference").path == "/v2/models/iris"  # a GET: its metadata
+    with pytest.raises(RouteError, match='"instances" \\(OIP v1\\) or "inputs"') as refused:
+        table.resolve("/s/inference", b"[1, 2]")
+    assert refused.value.status == 400
+    assert table.resolve("/s/v2/models/other/infer").pool.model == "other"  # others as before
