@@ -350,15 +350,20 @@ def deploy_stage(stage_id: str) -> int:
     """The control plane's deploy job of one stage: deploy what it says, report the end."""
     control = ControlPlane("endpoint-stage", stage_id)
     plan: dict[str, Any] = control._call("GET", "deployment")["deployment"]
-    if plan["status"] not in ("CREATE_REQUESTED", "CREATE_IN_PROGRESS"):
+    again = plan["status"] == "DEPLOY_IN_PROGRESS"  # the tick found its pods gone
+    if plan["status"] not in ("CREATE_REQUESTED", "CREATE_IN_PROGRESS") and not again:
         print(f"stage {stage_id} is {plan['status']}; nothing to deploy", flush=True)
         return 0
-    control._call("POST", "status", {"status": "CREATE_IN_PROGRESS"})
+    if again:
+        teardown(str(plan["stage"]))  # what is left of the lost deployment
+    else:
+        control._call("POST", "status", {"status": "CREATE_IN_PROGRESS"})
     try:
         routes = deploy(str(plan["stage"]), list(plan["models"]))
     except Exception as exc:  # noqa: BLE001 - any failure ends the stage with its reason
         reason = str(exc) if isinstance(exc, DeployError) else f"{type(exc).__name__}: {exc}"
-        control._call("POST", "status", {"status": "CREATE_FAILED", "reason": reason[:4000]})
+        failed = "DEPLOY_FAILED" if again else "CREATE_FAILED"
+        control._call("POST", "status", {"status": failed, "reason": reason[:4000]})
         print(json.dumps({"error": reason}), flush=True)
         return 1
     control._call("POST", "status", {"status": "ACTIVE", "routes": routes})

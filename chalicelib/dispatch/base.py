@@ -74,6 +74,11 @@ class RunnerBackend(Protocol):
         """The alive nodes and their total resources."""
         ...
 
+    def actors(self, namespace: str) -> set[str]:
+        """Names of the named actors of ``namespace`` that are alive (or being made or
+        restarted); raise :class:`BackendUnavailableError` when Ray cannot say."""
+        ...
+
 
 class BackendUnavailableError(Exception):
     """The cluster could not be reached; the tick retries later."""

@@ -15,6 +15,7 @@ class FakeBackend:
         self.stopped: list[str] = []
         self._nodes = nodes or [NodeCapacity("node-0", cpus=8, memory_bytes=32 * 2**30, gpus=0)]
         self._lock = threading.Lock()
+        self.live_actors: dict[str, set[str]] = {}  # namespace -> names (set by tests)
 
     def submit(self, job: JobSubmission) -> None:
         with self._lock:
@@ -38,6 +39,9 @@ class FakeBackend:
 
     def nodes(self) -> list[NodeCapacity]:
         return list(self._nodes)
+
+    def actors(self, namespace: str) -> set[str]:
+        return set(self.live_actors.get(namespace, set()))
 
     def set_state(self, submission_id: str, status: JobState, message: str = "") -> None:
         self.states[submission_id] = JobInfo(status, message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -110,6 +111,29 @@ class RayJobsBackend:
         ]
         self._nodes = (time.monotonic(), nodes)
         return nodes
+
+    def actors(self, namespace: str) -> set[str]:
+        query = urllib.parse.urlencode(
+            {
+                "limit": 10000,
+                "detail": "false",
+                "filter_keys": "ray_namespace",
+                "filter_predicates": "=",
+                "filter_values": namespace,
+            }
+        )
+        try:
+            data = self._call("GET", f"/api/v0/actors?{query}")
+        except RayHttpError as exc:
+            raise BackendUnavailableError(str(exc)) from exc
+        return {
+            str(actor["name"])
+            for actor in data["data"]["result"]["result"]
+            if actor.get("name") and actor.get("state") in LIVE_ACTOR_STATES
+        }
+
+
+LIVE_ACTOR_STATES = frozenset({"ALIVE", "PENDING_CREATION", "RESTARTING", "DEPENDENCIES_UNREADY"})
 
 
 class RayHttpError(Exception):

@@ -11,11 +11,12 @@ for the pods. A model in use by a stage is not deleted (``models.DEPENDENTS``).
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -61,7 +62,15 @@ EP = states.EndpointStatus
 R = states.StageResourceStatus
 RUNNER_KIND = "endpoint-stage"
 RESERVED_SEGMENTS = frozenset({"v1", "v2", "openai"})  # a resource path must not shadow them
-LOG_KIND = "inference"  # logs/inference/{appkey}/{stage id}/{source}/
+LOG_KIND = "inference"
+SERVING_NAMESPACE = "openmaker-serving"  # serving.deploy.NAMESPACE: the pods' Ray namespace
+# An ACTIVE stage untouched this long must have its controller in Ray, or it is redeployed
+LOST_PODS_GRACE = timedelta(seconds=float(os.environ.get("OPENMAKER_LOST_PODS_GRACE_SECONDS", 60)))
+DEPLOYING = (
+    str(ES.CREATE_REQUESTED),
+    str(ES.CREATE_IN_PROGRESS),
+    str(ES.DEPLOY_IN_PROGRESS),
+)  # logs/inference/{appkey}/{stage id}/{source}/
 DEFAULT_STAGE = "default"
 DISPATCH_GRACE = timedelta(seconds=30)  # a stage not dispatched by then is dispatched by the tick
 
@@ -581,9 +590,11 @@ def report(
             states.transition(states.ENDPOINT_STAGE, stage.status, step)
             stage.status = str(step)
     stage.status_reason = reason
-    stage.deploy_status = {ES.ACTIVE: "ACTIVE", ES.CREATE_FAILED: "STAGE_DEPLOY_FAIL"}.get(
-        target, "STAGE_DEPLOYING"
-    )
+    stage.deploy_status = {
+        ES.ACTIVE: "ACTIVE",
+        ES.CREATE_FAILED: "STAGE_DEPLOY_FAIL",
+        ES.DEPLOY_FAILED: "STAGE_DEPLOY_FAIL",
+    }.get(target, "STAGE_DEPLOYING")
     stage.updated_at = utc_now()
     resources = session.scalars(
         select(rows.EndpointModel).where(rows.EndpointModel.stage_id == stage.id)
@@ -597,8 +608,9 @@ def report(
     resource_status = {ES.ACTIVE: R.ACTIVE, ES.CREATE_FAILED: R.CREATE_FAILED}.get(
         target, R.CREATE_IN_PROGRESS
     )
+    redeploying = target in (ES.DEPLOY_IN_PROGRESS, ES.DEPLOY_FAILED)
     for resource in resources:
-        if resource.status != str(resource_status):
+        if not redeploying and resource.status != str(resource_status):
             for resource_step in states.path(
                 states.STAGE_RESOURCE, resource.status, resource_status
             ):
@@ -634,7 +646,8 @@ def gateway_routes(session: Session) -> dict[str, Any]:
         )
         .join(rows.EndpointModel, rows.EndpointModel.stage_id == rows.EndpointStage.id)
         .join(rows.Model, rows.Model.id == rows.EndpointModel.model_id)
-        .where(rows.EndpointStage.status == str(ES.ACTIVE))
+        # a stage being deployed again keeps its URL: 503 (no ready pod) until it is back
+        .where(rows.EndpointStage.status.in_((str(ES.ACTIVE), str(ES.DEPLOY_IN_PROGRESS))))
     ).all()
     stages: dict[str, Any] = {}
     for stage_id, endpoint_id, appkey, is_default, spec, model, fmt, params, res, pods in found:
@@ -684,6 +697,51 @@ def dispatch(database: Database, stage_id: str) -> None:
             stage.dispatched_at = utc_now()
 
 
+def deploy_submission(stage: rows.EndpointStage) -> str:
+    """The Ray submission id of the stage's latest deploy job."""
+    return str((stage.spec or {}).get("deploySubmission") or f"deploy-{stage.id}")
+
+
+def redeploy(database: Database, stage_id: str, reason: str) -> bool:
+    """Deploy an ACTIVE stage again (DEPLOY_IN_PROGRESS) whose pods are gone, under a new
+    deploy job; whether this call moved it (a concurrent tick's move wins)."""
+    submission = f"deploy-{stage_id}-{uuid.uuid4().hex[:8]}"
+    states.transition(states.ENDPOINT_STAGE, ES.ACTIVE, ES.DEPLOY_IN_PROGRESS)
+    table = rows.EndpointStage
+    with database.session() as session:
+        stage = session.get(table, stage_id)
+        if stage is None or stage.status != str(ES.ACTIVE):
+            return False
+        moved = session.execute(  # compare-and-set: of two ticks, one moves it
+            update(table)
+            .where(table.id == stage_id, table.status == str(ES.ACTIVE))
+            .values(
+                status=str(ES.DEPLOY_IN_PROGRESS),
+                status_reason=reason[:4000],
+                deploy_status="STAGE_DEPLOYING",
+                spec={**(stage.spec or {}), "deploySubmission": submission},
+                dispatched_at=utc_now(),
+                updated_at=utc_now(),
+                version=table.version + 1,
+            )
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        for resource in session.scalars(
+            select(rows.EndpointModel).where(rows.EndpointModel.stage_id == stage_id)
+        ):
+            resource.pods = []  # the gateway answers 503 until the pods are back
+    logger.warning("stage redeployed", extra={"stageId": stage_id, "why": reason})
+    python = get_settings().runner_python
+    try:
+        _submit(submission, f"{python} -m serving.deploy stage {stage_id}")
+    except BackendUnavailableError as exc:  # the lost-job check below fails it later
+        logger.warning(
+            "stage redeploy not dispatched", extra={"stageId": stage_id, "why": str(exc)}
+        )
+    return True
+
+
 def teardown(stage_ids: list[str], grace: float = 0.0) -> None:
     """Submit the jobs that end these stages' pods (after ``grace`` seconds: requests the
     gateway still sends them finish first)."""
@@ -713,22 +771,27 @@ def reconcile(database: Database) -> None:
                 rows.EndpointStage.created_at < cutoff,
             )
         ).all()
-        deploying = session.scalars(
+        deploying = [
+            (stage.id, deploy_submission(stage), stage.status)
+            for stage in session.scalars(
+                select(rows.EndpointStage).where(
+                    rows.EndpointStage.status.in_(DEPLOYING),
+                    rows.EndpointStage.dispatched_at.is_not(None),
+                )
+            )
+        ]
+        settled = session.scalars(
             select(rows.EndpointStage.id).where(
-                rows.EndpointStage.status.in_(
-                    (str(ES.CREATE_REQUESTED), str(ES.CREATE_IN_PROGRESS))
-                ),
-                rows.EndpointStage.dispatched_at.is_not(None),
+                rows.EndpointStage.status == str(ES.ACTIVE),
+                rows.EndpointStage.updated_at < utc_now() - LOST_PODS_GRACE,
             )
         ).all()
     for stage_id in waiting:
         dispatch(database, stage_id)
-    if not deploying:
-        return
     backend = get_backend()
-    for stage_id in deploying:
+    for stage_id, submission, status in deploying:
         try:
-            info = backend.info(f"deploy-{stage_id}")
+            info = backend.info(submission)
         except BackendUnavailableError:
             return  # Ray is away: asked again at the next tick
         if info is None:
@@ -738,13 +801,26 @@ def reconcile(database: Database) -> None:
             reason = f"its deploy job ended {info.status.value} without a report{said}"
         else:
             continue
+        failed = ES.DEPLOY_FAILED if status == str(ES.DEPLOY_IN_PROGRESS) else ES.CREATE_FAILED
         with database.session() as session:
             stage = session.get(rows.EndpointStage, stage_id)
-            if stage is not None and stage.status in (
-                str(ES.CREATE_REQUESTED),
-                str(ES.CREATE_IN_PROGRESS),
-            ):
-                report(session, stage_id, str(ES.CREATE_FAILED), reason[:4000], None)
+            if stage is not None and stage.status == status:
+                report(session, stage_id, str(failed), reason[:4000], None)
+    if settled:
+        _redeploy_lost(database, backend, list(settled))
+
+
+def _redeploy_lost(database: Database, backend: Any, stage_ids: list[str]) -> None:
+    """An ACTIVE stage whose controller is gone from Ray (the cluster restarted, or its node
+    died with every pod) is deployed again; a stage whose controller lives looks after its
+    own pods."""
+    try:
+        alive = backend.actors(SERVING_NAMESPACE)
+    except BackendUnavailableError:
+        return
+    for stage_id in stage_ids:
+        if f"{stage_id}.controller" not in alive:
+            redeploy(database, stage_id, "its pods were gone from Ray; deployed again")
 
 
 # -- API statistics ----------------------------------------------------------------------------

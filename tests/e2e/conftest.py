@@ -75,6 +75,7 @@ def platform_env(home: Path) -> dict[str, str]:
     env["OPENMAKER_POD_WATCH_SECONDS"] = "1"  # stage controllers look often
     env["OPENMAKER_SCALE_DOWN_SECONDS"] = "4"
     env["OPENMAKER_GATEWAY_STATS_SECONDS"] = "1"
+    env["OPENMAKER_LOST_PODS_GRACE_SECONDS"] = "5"  # a stage whose pods vanished: soon again
     ray_address = os.environ.get("OPENMAKER_TEST_RAY_ADDRESS")
     if ray_address:
         env["OPENMAKER_RAY_ADDRESS"] = ray_address

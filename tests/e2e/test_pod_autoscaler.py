@@ -261,3 +261,77 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
     )
 
     api(platform, "DELETE", f"/endpoints/{endpoint_id}")
+
+
+def test_a_stage_whose_pods_vanish_from_ray_is_deployed_again(
+    platform: RunningPlatform, ray_head: str, tmp_path: Path
+) -> None:
+    """As after a Ray restart: the stage's controller and pods are gone while the database
+    says ACTIVE. The tick (OPENMAKER_LOST_PODS_GRACE_SECONDS=5) deploys it again."""
+    from chalicelib.dispatch.ray_jobs import RayJobsBackend
+    from tests.e2e.test_serving_deploy import run_job
+
+    gateway = json.loads((platform.home / "gateway.json").read_text())
+    name = unique("iris")
+    model_dir = iris_model(tmp_path / "iris")
+    model = api(
+        platform,
+        "POST",
+        "/models",
+        json={
+            "modelName": name,
+            "modelFormatCode": "SKLEARN",
+            "modelUploadUri": f"file://{model_dir}",
+        },
+    )["model"]
+    wait_for(
+        "the model",
+        lambda: (
+            api(platform, "GET", f"/models/{model['modelId']}")["model"]["modelStatusCode"]
+            == "ACTIVE"
+        ),
+    )
+    endpoint = api(
+        platform,
+        "POST",
+        "/endpoints",
+        json={
+            "endpointName": unique("lost"),
+            "flavorId": "9bd2692e-c998-5f30-b305-0bd7de15bdd0",  # m2.c1m2
+            "endpointModelResourceList": [
+                {"modelId": model["modelId"], "resourceOptionDetail": {"cpu": "0.25"}}
+            ],
+        },
+    )["endpoint"]
+    endpoint_id = endpoint["endpointId"]
+    stage_id = endpoint["defaultStage"]["endpointStageId"]
+
+    def status() -> str:
+        found: str = api(platform, "GET", f"/endpoint-stages/{stage_id}")["endpointStage"][
+            "endpointStageStatusCode"
+        ]
+        return found
+
+    wait_for("the stage", lambda: status() == "ACTIVE", timeout=240)
+    url = f"https://{endpoint['defaultStage']['apigwStageUrl']}/v1/models/{name}:predict"
+
+    def predicts() -> bool:
+        answer = requests.post(
+            url, json={"instances": [VERSICOLOR]}, verify=gateway["ca"], timeout=10
+        )
+        return answer.status_code == 200
+
+    wait_for("a prediction", predicts, timeout=30)
+    alive = RayJobsBackend(ray_head).actors("openmaker-serving")
+    assert {f"{stage_id}.controller", f"{stage_id}.{name}.0"} <= alive
+
+    assert run_job(ray_head, f"python -m serving.deploy teardown --stage {stage_id}") == {
+        "stopped": 1
+    }
+    assert f"{stage_id}.controller" not in RayJobsBackend(ray_head).actors("openmaker-serving")
+
+    seen = wait_for("the redeploy", lambda: status() == "DEPLOY_IN_PROGRESS" or None, timeout=60)
+    assert seen
+    wait_for("the stage back", lambda: status() == "ACTIVE", timeout=240)
+    wait_for("a prediction again", predicts, timeout=30)
+    api(platform, "DELETE", f"/endpoints/{endpoint_id}")

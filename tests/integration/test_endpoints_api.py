@@ -530,3 +530,70 @@ def test_a_model_s_resource_path_is_its_inference_url(
     )
     entry = routes(api)["stages"][stage["endpointStageId"]]["models"]["iris"]
     assert entry == {"backends": ["http://10.0.0.5:1"], "resourcePath": "/inference"}
+
+
+def test_an_active_stage_whose_pods_are_gone_from_ray_is_deployed_again(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "iris")
+    kept = api.post("/endpoints", body(model_id, endpointName="kept")).body["endpoint"]
+    gone = api.post("/endpoints", body(model_id, endpointName="gone")).body["endpoint"]
+    kept_id, gone_id = (e["defaultStage"]["endpointStageId"] for e in (kept, gone))
+    for stage_id in (kept_id, gone_id):
+        stage_report(api, stage_id, status="ACTIVE", routes={"iris": ["http://10.0.0.5:1"]})
+    ray.live_actors[endpoints.SERVING_NAMESPACE] = {f"{kept_id}.controller", f"{kept_id}.iris.0"}
+    endpoints.reconcile(db)  # both were ACTIVE a moment ago: nothing is judged yet
+    assert len(ray.jobs) == 2
+    with db.session() as session:  # a minute later
+        for stage_id in (kept_id, gone_id):
+            stage = session.get(endpoints.rows.EndpointStage, stage_id)
+            assert stage is not None
+            stage.updated_at = stage.updated_at - endpoints.LOST_PODS_GRACE * 2
+
+    endpoints.reconcile(db)
+    endpoints.reconcile(db)  # a second tick starts no second deploy
+
+    def stage_view(stage_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = api.get(f"/endpoint-stages/{stage_id}").body["endpointStage"]
+        return found
+
+    assert stage_view(kept_id)["endpointStageStatusCode"] == "ACTIVE"
+    again = stage_view(gone_id)
+    assert again["endpointStageStatusCode"] == "DEPLOY_IN_PROGRESS"
+    assert "gone from Ray" in again["statusReason"] and again["deployStatus"] == "STAGE_DEPLOYING"
+    assert again["endpointModelList"][0]["runningPodCount"] == 0
+    (redeploy,) = [key for key in ray.jobs if key.startswith(f"deploy-{gone_id}-")]
+    assert ray.jobs[redeploy].entrypoint.endswith(f"-m serving.deploy stage {gone_id}")
+    assert routes(api)["stages"][gone_id]["models"] == {"iris": []}  # 503 meanwhile, not 404
+    plan = internal(
+        api, "GET", f"/internal/v1/endpoint-stages/{gone_id}/deployment", "endpoint-stage", gone_id
+    ).body["deployment"]
+    assert plan["status"] == "DEPLOY_IN_PROGRESS"
+
+    stage_report(api, gone_id, status="ACTIVE", routes={"iris": ["http://10.0.0.6:1"]})
+    back = stage_view(gone_id)
+    assert back["endpointStageStatusCode"] == "ACTIVE" and back["statusReason"] is None
+    assert api.get(f"/endpoints/{gone['endpointId']}").body["endpoint"]["endpointStatusCode"] == (
+        "ACTIVE"
+    )
+
+
+def test_a_lost_redeploy_fails_the_stage_with_deploy_failed(
+    api: ApiClient, db: Database, file_root: Path, ray: FakeBackend
+) -> None:
+    model_id = active_model(api, db, file_root, "iris")
+    endpoint = api.post("/endpoints", body(model_id)).body["endpoint"]
+    stage_id = endpoint["defaultStage"]["endpointStageId"]
+    stage_report(api, stage_id, status="ACTIVE", routes={"iris": ["http://10.0.0.5:1"]})
+    assert endpoints.redeploy(db, stage_id, "its pods were gone from Ray; deployed again")
+    assert not endpoints.redeploy(db, stage_id, "twice")  # no longer ACTIVE
+    (redeploy,) = [key for key in ray.jobs if key.startswith(f"deploy-{stage_id}-")]
+    ray.set_state(redeploy, JobState.FAILED, "no room for the pods")
+
+    endpoints.reconcile(db)
+
+    view = api.get(f"/endpoint-stages/{stage_id}").body["endpointStage"]
+    assert view["endpointStageStatusCode"] == "DEPLOY_FAILED"
+    assert view["deployStatus"] == "STAGE_DEPLOY_FAIL"
+    assert "no room for the pods" in view["statusReason"]
+    assert api.delete(f"/endpoints/{endpoint['endpointId']}").status == 200  # still removable
