@@ -14,7 +14,9 @@ and usage and:
   down only after ``desired`` stayed lower for ``OPENMAKER_SCALE_DOWN_SECONDS`` (60).
   Each decision is a log line (source ``autoscaler`` of the stage's logs) and a report;
 - reports the ready pods to the control plane whenever that set changed, so the gateway
-  routes to ready pods only.
+  routes to ready pods only;
+- asks Ray's autoscaler for the stage's nodes (:mod:`serving.nodescale`), and, with the node
+  autoscaler on, moves that count with the pods, each decision a log line.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import ray
 
 from runners.control import ControlPlane
+from serving.nodescale import NodeScaler
 
 logger = logging.getLogger("openmaker.serving.controller")
 
@@ -102,10 +105,18 @@ class StageController:
     """The watch loop of one stage (a threaded actor: ``stop`` and ``state`` answer while
     the loop runs)."""
 
-    def __init__(self, stage_id: str, models: list[dict[str, Any]], sink: Any = None) -> None:
+    def __init__(
+        self,
+        stage_id: str,
+        models: list[dict[str, Any]],
+        sink: Any = None,
+        nodes: dict[str, Any] | None = None,
+    ) -> None:
         from serving import deploy
 
         self.stage_id = stage_id
+        self.node_scaler = NodeScaler.from_plan(nodes) if nodes else None
+        self.usage: dict[tuple[str, int], float] = {}  # (model, pod) -> cores used
         self.sink = sink if sink is not None else deploy.stage_log_sink(stage_id, models[0])
         self.models: list[ModelPods] = []
         for raw in models:
@@ -117,6 +128,8 @@ class StageController:
         self.reported: dict[str, list[str]] | None = None
         self.decisions: list[dict[str, Any]] = []
         self._stop = threading.Event()
+        if self.node_scaler is not None:
+            self._request_nodes(f"{self.node_scaler.nodes} node(s) for the stage")
         self._thread = threading.Thread(target=self._loop, name="stage-watch", daemon=True)
         self._thread.start()
 
@@ -152,7 +165,27 @@ class StageController:
         for entry in self.models:
             self._check_pods(entry)
             self._autoscale(entry)
+        self._scale_nodes()
         self._report()
+
+    def _scale_nodes(self) -> None:
+        scaler = self.node_scaler
+        if scaler is None:
+            return
+        pod_cores = sum(float(e.raw.get("cpus", 1.0)) * len(e.pods) for e in self.models)
+        if scaler.decide(pod_cores, sum(self.usage.values()), time.monotonic()) is not None:
+            self._request_nodes(scaler.decisions[-1])
+
+    def _request_nodes(self, why: str) -> None:
+        """Ask Ray's autoscaler for the stage's nodes (a fixed cluster ignores the ask)."""
+        scaler = self.node_scaler
+        assert scaler is not None
+        try:
+            scaler.request()
+        except Exception as exc:  # noqa: BLE001 - the pods still run on what there is
+            self._log(f"{why}: Ray's autoscaler was not asked ({type(exc).__name__}: {exc})")
+            return
+        self._log(f"{why}: asked Ray's autoscaler for {scaler.nodes} x {scaler.flavor.bundle()}")
 
     def _check_pods(self, entry: ModelPods) -> None:
         from serving import deploy
@@ -212,17 +245,28 @@ class StageController:
             deploy.end_pod(self.stage_id, entry.name, pod.index)
             del entry.pods[pod.index]
 
+    def _usages(self, entry: ModelPods, ready: list[Pod]) -> list[dict[str, float]]:
+        """What the ready pods use now (kept per pod for the node autoscaler)."""
+        usages: list[dict[str, float]] = []
+        for key in [k for k in self.usage if k[0] == entry.name]:
+            del self.usage[key]
+        for pod in ready:
+            try:
+                usage = ray.get(pod.actor.usage.remote(), timeout=STATUS_TIMEOUT_SECONDS)
+            except ray.exceptions.RayError:
+                continue
+            usages.append(usage)
+            self.usage[(entry.name, pod.index)] = float(usage.get("cpuCores", 0.0))
+        return usages
+
     def _autoscale(self, entry: ModelPods) -> None:
         policy = entry.policy
         if policy is None:
+            if self.node_scaler is not None and self.node_scaler.enabled:
+                self._usages(entry, [p for p in entry.pods.values() if p.ready])
             return
         ready = [pod for pod in entry.pods.values() if pod.ready and pod.started is None]
-        usages: list[dict[str, float]] = []
-        for pod in ready:
-            try:
-                usages.append(ray.get(pod.actor.usage.remote(), timeout=STATUS_TIMEOUT_SECONDS))
-            except ray.exceptions.RayError:
-                continue
+        usages = self._usages(entry, ready)
         given = float(
             entry.raw.get("cpus", 1.0)
             if policy.metric == "CPU"

@@ -312,7 +312,9 @@ def controller_name(stage: str) -> str:
     return f"{stage}.controller"
 
 
-def start_controller(stage: str, models: list[dict[str, Any]]) -> None:
+def start_controller(
+    stage: str, models: list[dict[str, Any]], nodes: dict[str, Any] | None = None
+) -> None:
     """Leave the stage's controller behind (its pod watch and pod autoscaler)."""
     from serving.controller import ControllerActor
 
@@ -321,7 +323,7 @@ def start_controller(stage: str, models: list[dict[str, Any]]) -> None:
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,
-    ).remote(stage, models)
+    ).remote(stage, models, nodes=nodes)
     ray.get(actor.state.remote(), timeout=60)  # made and watching
 
 
@@ -367,7 +369,7 @@ def deploy_stage(stage_id: str) -> int:
         print(json.dumps({"error": reason}), flush=True)
         return 1
     control._call("POST", "status", {"status": "ACTIVE", "routes": routes})
-    start_controller(str(plan["stage"]), list(plan["models"]))
+    start_controller(str(plan["stage"]), list(plan["models"]), plan.get("nodes"))
     print(json.dumps({"routes": routes}), flush=True)
     return 0
 

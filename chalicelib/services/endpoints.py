@@ -525,6 +525,31 @@ def log_prefix(appkey: str, stage_id: str) -> str:
     return joblogs.log_prefix(LOG_KIND, appkey, stage_id)
 
 
+def _nodes(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stage's nodes as ``serving.nodescale`` asks them of Ray's autoscaler."""
+    flavor = spec.get("flavor") or {}
+    count = int(spec.get("node_count") or 1)
+    autoscale = None
+    if spec.get("ca_enable"):
+        autoscale = {
+            "minNodes": spec.get("ca_min_node_count") or count,
+            "maxNodes": spec.get("ca_max_node_count") or count,
+            "scaleDown": bool(spec.get("ca_scale_down_enable")),
+            "utilThreshold": spec.get("ca_scale_down_util_thresh"),
+            "unneededMinutes": spec.get("ca_scale_down_unneeded_time"),
+            "delayAfterAddMinutes": spec.get("ca_scale_down_delay_after_add"),
+        }
+    return {
+        "count": count,
+        "flavor": {
+            "cpus": float(flavor.get("vcpus") or 1),
+            "memoryBytes": float(flavor.get("ram") or 1024) * 2**20,
+            "gpus": float(flavor.get("gpuCount") or 0),
+        },
+        "autoscale": autoscale,
+    }
+
+
 def _autoscale(spec: dict[str, Any]) -> dict[str, Any] | None:
     """A stage resource's pod autoscaler, as ``serving.controller`` takes it."""
     if not spec.get("podAutoScaleEnable"):
@@ -552,6 +577,7 @@ def deployment(session: Session, stage_id: str) -> dict[str, Any]:
     return {
         "stage": stage.id,
         "status": stage.status,
+        "nodes": _nodes(stage.spec or {}),
         "models": [
             {
                 "name": model.name,

@@ -204,6 +204,8 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
         why=lambda: [r["body"] for r in stage_log(platform, stage_id)],
     )
     assert any("scale up" in line and "1 -> 2 pods" in line and "CPU" in line for line in lines)
+    # the stage's node, asked of Ray's autoscaler (a one-machine cluster has none to add)
+    assert any("1 node(s) for the stage: asked Ray's autoscaler for 1 x" in line for line in lines)
 
     # the gateway's counts reach the stage's API statistics, and each call its log
     stats = wait_for(

@@ -121,6 +121,11 @@ def test_an_endpoint_is_created_with_its_default_stage_deployed_by_a_ray_job(
     assert model["name"] == "iris" and model["framework"] == "SKLEARN"
     assert model["cpus"] == 0.5 and model["memoryBytes"] == 2**30
     assert model["parameters"] == [["hf_token", "s3cr3t"]]
+    assert plan.body["deployment"]["nodes"] == {
+        "count": 1,
+        "flavor": {"cpus": 2.0, "memoryBytes": 4096.0 * 2**20, "gpus": 0.0},
+        "autoscale": None,
+    }
     forged = internal(
         api, "GET", f"/internal/v1/endpoint-stages/{stage_id}/deployment", "training", stage_id
     )
