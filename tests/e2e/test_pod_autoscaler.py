@@ -66,6 +66,25 @@ def runtimes(model: str) -> list[psutil.Process]:
     return found
 
 
+def active_iris(platform: RunningPlatform, name: str, tmp_path: Path) -> dict[str, Any]:
+    """A scikit-learn iris model, ACTIVE."""
+    model_dir = iris_model(tmp_path / "iris")
+    body = {
+        "modelName": name,
+        "modelFormatCode": "SKLEARN",
+        "modelUploadUri": f"file://{model_dir}",
+    }
+    model: dict[str, Any] = api(platform, "POST", "/models", json=body)["model"]
+    wait_for(
+        "the model",
+        lambda: (
+            api(platform, "GET", f"/models/{model['modelId']}")["model"]["modelStatusCode"]
+            == "ACTIVE"
+        ),
+    )
+    return model
+
+
 def stage_log(platform: RunningPlatform, stage_id: str) -> list[dict[str, Any]]:
     """The stage controller's lines (the pods' own lines are under their own sources)."""
     found = api(
@@ -82,25 +101,8 @@ def test_the_pod_autoscaler_scales_out_and_in_and_a_killed_pod_comes_back(
     platform: RunningPlatform, ray_head: str, tmp_path: Path
 ) -> None:
     gateway = json.loads((platform.home / "gateway.json").read_text())
-    model_dir = iris_model(tmp_path / "iris")
     name = unique("iris")
-    model = api(
-        platform,
-        "POST",
-        "/models",
-        json={
-            "modelName": name,
-            "modelFormatCode": "SKLEARN",
-            "modelUploadUri": f"file://{model_dir}",
-        },
-    )["model"]
-    wait_for(
-        "the model",
-        lambda: (
-            api(platform, "GET", f"/models/{model['modelId']}")["model"]["modelStatusCode"]
-            == "ACTIVE"
-        ),
-    )
+    model = active_iris(platform, name, tmp_path)
     created = api(
         platform,
         "POST",
@@ -275,24 +277,7 @@ def test_a_stage_whose_pods_vanish_from_ray_is_deployed_again(
 
     gateway = json.loads((platform.home / "gateway.json").read_text())
     name = unique("iris")
-    model_dir = iris_model(tmp_path / "iris")
-    model = api(
-        platform,
-        "POST",
-        "/models",
-        json={
-            "modelName": name,
-            "modelFormatCode": "SKLEARN",
-            "modelUploadUri": f"file://{model_dir}",
-        },
-    )["model"]
-    wait_for(
-        "the model",
-        lambda: (
-            api(platform, "GET", f"/models/{model['modelId']}")["model"]["modelStatusCode"]
-            == "ACTIVE"
-        ),
-    )
+    model = active_iris(platform, name, tmp_path)
     endpoint = api(
         platform,
         "POST",
